@@ -1,0 +1,61 @@
+"""Shared test fixtures.
+
+Real data and weights come from ``../shared`` beside the project root. Where it is absent the
+tests that need it skip with a printed reason, except when ``FACEPROT_REQUIRE_SHARED=1`` (the
+default when ``CI=true``): then a missing asset FAILS the run, so CI cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_MODELS = SHARED / "assets" / "models"
+SHARED_FACES = SHARED / "assets" / "faces"
+
+
+def _require_shared() -> bool:
+    flag = os.environ.get("FACEPROT_REQUIRE_SHARED")
+    if flag is not None:
+        return flag.strip().lower() in ("1", "true", "yes")
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path of a ../shared asset; skip (or fail under CI) with a reason when it is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        msg = f"needs ../shared asset {'/'.join(parts)}, which is missing at {p}"
+        if _require_shared():
+            pytest.fail(msg + " (FACEPROT_REQUIRE_SHARED / CI=true: missing assets fail the run)")
+        pytest.skip(msg)
+    return p
+
+
+def load_manifest(folder: str) -> list[dict]:
+    """Entries of ../shared/assets/faces/<folder>/manifest.json, each with an absolute 'path'."""
+    base = shared_path("assets", "faces", folder)
+    entries = json.loads((base / "manifest.json").read_text())
+    for e in entries:
+        e["path"] = str(base / e["file"])
+    return entries
+
+
+# The models in ../shared stand in for Hub downloads: point the registry's local mirror at them.
+if "FACEPROT_MODEL_DIR" not in os.environ and SHARED_MODELS.is_dir():
+    os.environ["FACEPROT_MODEL_DIR"] = str(SHARED_MODELS)
+
+
+@pytest.fixture(scope="session")
+def lfw_manifest() -> list[dict]:
+    return load_manifest("lfw")
+
+
+@pytest.fixture(scope="session")
+def photos_manifest() -> list[dict]:
+    return load_manifest("photos")
