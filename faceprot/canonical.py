@@ -1,0 +1,229 @@
+"""The canonical face space: one aligned square that every recognizer crops from.
+
+A face is mapped into a ``CANONICAL_SIZE`` x ``CANONICAL_SIZE`` square by a similarity transform
+estimated from its five points (eye centres, nose tip, mouth corners). The five points land on the
+InsightFace/ArcFace 112x112 template scaled by 2 and shifted by ``ARCFACE_OFFSET`` (FACTS.md
+section 3), so:
+
+* the ArcFace-style 112x112 crop (MobileFaceNet, ArcFace R100) is an exact 2x2 average pool of
+  ``canonical[:, 8:232, 16:240]``;
+* dlib's 150x150 chip (``get_face_chip(size=150, padding=0.25)``) is a fixed bilinear resample whose
+  affine map was fitted on real faces (see ``DLIB_CHIP_FROM_CANONICAL``);
+
+and both crops lie inside the square, so a perturbation made in canonical space reaches every
+recognizer. Masks and disguises live in this space; :func:`paste_back` maps them into the photo at
+the photo's own resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CANONICAL_SIZE = 256
+
+#: InsightFace 112x112 template (x, y): left eye, right eye, nose tip, left/right mouth corner.
+ARCFACE_TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+ARCFACE_SCALE = 2
+#: (x, y) of the 224x224 ArcFace region inside the canonical square. 16 centres it horizontally;
+#: 8 leaves room below for dlib's chip, which reaches lower than the ArcFace crop.
+ARCFACE_OFFSET = (16, 8)
+CANONICAL_POINTS = ARCFACE_TEMPLATE_112 * ARCFACE_SCALE + np.array(ARCFACE_OFFSET, dtype=np.float64)
+
+#: Affine map (2x3) from canonical pixel coordinates to dlib's 150x150 chip (padding 0.25).
+#: Fitted by ``benchmarks/fit_dlib_chip.py`` on 286 LFW faces in ../shared (2026-11-22): least
+#: squares between dlib's own 5-point chip and our 68-point alignment; the per-face residual is
+#: 3.7 chip px (median), because the two align on different points.
+DLIB_CHIP_SIZE = 150
+DLIB_CHIP_FROM_CANONICAL = np.array(
+    [
+        [0.7552, 0.0000, -23.10],
+        [0.0000, 0.7552, -39.22],
+    ],
+    dtype=np.float64,
+)
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation; no reflection).
+
+    Args:
+        src: (N, 2) points; dst: (N, 2) points, N >= 2.
+    Returns:
+        (2, 3) float64 matrix M with dst ~= M @ [x, y, 1].
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # forbid reflections (Umeyama 1991)
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    var_s = (s**2).sum() / len(src)
+    scale = (sig * sign).sum() / var_s
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
+    return m
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a (2, 3) affine matrix."""
+    full = np.vstack([m, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(2, 3) matrix of ``a after b``: x -> a(b(x))."""
+    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+
+
+@dataclass(frozen=True)
+class FaceTransform:
+    """The similarity transform between a photo and the canonical square.
+
+    matrix: (2, 3) float64 mapping photo (x, y) to canonical (x, y).
+    """
+
+    matrix: np.ndarray
+
+    @classmethod
+    def from_points(cls, points5: np.ndarray) -> "FaceTransform":
+        return cls(estimate_similarity(points5, CANONICAL_POINTS))
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """(2, 3) matrix mapping canonical (x, y) to photo (x, y)."""
+        return invert_affine(self.matrix)
+
+    @property
+    def scale(self) -> float:
+        """Canonical pixels per photo pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    def region_corners(self) -> np.ndarray:
+        """(4, 2) corners of the canonical square in photo coordinates."""
+        n = CANONICAL_SIZE
+        c = np.array([[0, 0, 1], [n, 0, 1], [n, n, 1], [0, n, 1]], dtype=np.float64)
+        return c @ self.inverse.T
+
+    def region_bbox(self, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
+        """Integer (x0, y0, x1, y1) photo box, clipped to the photo, that holds the face region."""
+        c = self.region_corners()
+        x0 = max(int(np.floor(c[:, 0].min())) - margin, 0)
+        y0 = max(int(np.floor(c[:, 1].min())) - margin, 0)
+        x1 = min(int(np.ceil(c[:, 0].max())) + margin, width)
+        y1 = min(int(np.ceil(c[:, 1].max())) + margin, height)
+        return x0, y0, x1, y1
+
+
+def align(rgb: np.ndarray, transform: FaceTransform) -> np.ndarray:
+    """Warp a photo into canonical space.
+
+    Args:
+        rgb: (H, W, 3) uint8 photo.
+        transform: photo -> canonical.
+    Returns:
+        (CANONICAL_SIZE, CANONICAL_SIZE, 3) uint8 aligned face. Area outside the photo is
+        replicated from its border.
+    """
+    m = transform.matrix.copy()
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = transform.region_bbox(w, h, margin=4)
+    src = rgb[y0:y1, x0:x1]
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)  # work on the crop only
+    s = transform.scale
+    if s < 0.7 and src.size:
+        # Shrinking a big face by bilinear warping aliases; pre-shrink with area averaging so the
+        # warp itself runs near scale 1.
+        f = min(1.0, s * 1.25)
+        sw, sh = max(1, round(src.shape[1] * f)), max(1, round(src.shape[0] * f))
+        fx, fy = src.shape[1] / sw, src.shape[0] / sh
+        src = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
+        # pixel centres: x_orig = (x_small + 0.5) * fx - 0.5
+        pre = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5]])
+        m = compose_affine(m, pre)
+    if src.size == 0:
+        return np.zeros((CANONICAL_SIZE, CANONICAL_SIZE, 3), np.uint8)
+    return cv2.warpAffine(
+        np.ascontiguousarray(src), m, (CANONICAL_SIZE, CANONICAL_SIZE),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+#: Width (canonical pixels) of the feathered edge of the face region.
+FEATHER = 12
+
+
+def region_weight(size: int = CANONICAL_SIZE, feather: int = FEATHER) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: 1 inside, ramping to 0 over ``feather`` px at the edge."""
+    r = np.arange(size, dtype=np.float32) + 0.5
+    edge = np.minimum(r, size - r)  # distance of each pixel centre to the nearest border
+    ramp = np.clip(edge / feather, 0.0, 1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible seam
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: np.ndarray) -> np.ndarray:
+    """Add a canonical-space delta to a photo at the photo's own resolution.
+
+    The delta is warped through the inverse transform with bilinear interpolation and multiplied
+    by the feathered face-region weight, so no pixel outside the face region changes and none
+    changes by more than max|delta| (plus rounding to 8 bits). A zero delta returns the input
+    bit for bit.
+
+    Args:
+        rgb: (H, W, 3) uint8 photo.
+        transform: photo -> canonical.
+        delta: (CANONICAL_SIZE, CANONICAL_SIZE, 3) float, in 8-bit pixel levels (0..255 scale).
+    Returns:
+        (H, W, 3) uint8 photo.
+    """
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = transform.region_bbox(w, h)
+    out = rgb.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    weighted = delta.astype(np.float32) * region_weight()[..., None]
+    # canonical -> photo crop: sample canonical at M(photo pixel) (WARP_INVERSE_MAP), zero outside.
+    m = transform.matrix.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    warped = cv2.warpAffine(
+        weighted, m, (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    patch = rgb[y0:y1, x0:x1].astype(np.float32) + warped
+    out[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
+    return out
+
+
+def region_mask(shape: tuple[int, int], transform: FaceTransform) -> np.ndarray:
+    """(H, W) bool: photo pixels that paste_back may change for this face."""
+    h, w = shape
+    x0, y0, x1, y1 = transform.region_bbox(w, h)
+    mask = np.zeros((h, w), bool)
+    if x1 <= x0 or y1 <= y0:
+        return mask
+    m = transform.matrix.copy()
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    warped = cv2.warpAffine(
+        region_weight(), m, (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    mask[y0:y1, x0:x1] = warped > 0
+    return mask

@@ -1,0 +1,243 @@
+"""Faces in a photo: detection, 68 landmarks, the five alignment points, and face selection.
+
+A :class:`Face` is the one record that flows from detection to alignment to scores. The default
+detector is dlib's HOG detector (no weights, always available); others plug in through
+:mod:`faceprot.detectors`. Landmarks always come from dlib's 68-point model, so every face record
+carries the same 68 points whatever found the box.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .canonical import FaceTransform
+from .detectors.base import Detection, nms
+from .errors import NoFaceError
+
+#: Faces narrower than this (box width in photo pixels) are not protected: recognizers are
+#: unreliable there and a mask stretched onto so few pixels is mostly rounding.
+MIN_FACE_PX = 40
+
+# dlib objects are not documented as thread-safe; the Gradio app serves several requests.
+_DLIB_LOCK = threading.Lock()
+
+
+@dataclass
+class Face:
+    """One face in a photo (all coordinates in the photo's pixels).
+
+    box: (4,) x0, y0, x1, y1.  score: detector confidence.  landmarks68: (68, 2) dlib points.
+    points5: (5, 2) eye centres, nose tip, mouth corners (InsightFace order), from the 68 points.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks68: np.ndarray
+    detector: str = "dlib-hog"
+    embeddings: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def points5(self) -> np.ndarray:
+        return points5_from_68(self.landmarks68)
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+    @functools.cached_property
+    def transform(self) -> FaceTransform:
+        return FaceTransform.from_points(self.points5)
+
+    def describe(self) -> str:
+        x0, y0, x1, y1 = (int(round(v)) for v in self.box)
+        return f"face at ({x0}, {y0})-({x1}, {y1}), {x1 - x0} px wide"
+
+
+def points5_from_68(p: np.ndarray) -> np.ndarray:
+    """(68, 2) dlib points -> (5, 2): eye centres (36-41, 42-47), nose tip (30), mouth corners (48, 54).
+
+    dlib's left/right are in image terms, which is also the InsightFace template's order.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+
+    from .registry import resolve
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(resolve("dlib", "shape_predictor_68_face_landmarks.dat"))),
+    )
+
+
+class DlibHOGDetector:
+    """dlib's HOG + linear SVM frontal face detector.
+
+    Runs on a copy whose long side is at most ``max_side`` (speed), and retries with 1 then 2
+    levels of upsampling when nothing is found (small or tightly cropped faces).
+    """
+
+    name = "dlib-hog"
+
+    def __init__(self, max_side: int = 1024, max_upsample: int = 2):
+        self.max_side = max_side
+        self.max_upsample = max_upsample
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        det, _ = _dlib_models()
+        h, w = rgb.shape[:2]
+        f = min(1.0, self.max_side / max(h, w))
+        small = rgb if f == 1.0 else cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        small = np.ascontiguousarray(small)
+        for up in range(self.max_upsample + 1):
+            if up and max(small.shape[:2]) * 2**up > 2 * self.max_side:
+                break  # upsampling further would only be slow
+            with _DLIB_LOCK:
+                rects, scores, _ = det.run(small, up, -0.2 if up else 0.0)
+            if len(rects):
+                break
+        out = []
+        for r, s in zip(rects, scores):
+            box = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64) / f
+            out.append(Detection(box=box, score=float(s)))
+        out.sort(key=lambda d: -d.score)
+        if len(out) > 1:
+            keep = nms(np.stack([d.box for d in out]), np.array([d.score for d in out]), 0.3)
+            out = [out[i] for i in keep]
+        return out
+
+
+def landmarks68(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(68, 2) float64 dlib landmarks for the face in ``box`` (x0, y0, x1, y1)."""
+    import dlib
+
+    _, sp = _dlib_models()
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    with _DLIB_LOCK:
+        shape = sp(rgb, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+def landmark_box(det: Detection) -> np.ndarray:
+    """A detector box reshaped to the kind of box dlib's landmark model was trained on.
+
+    dlib's 68-point model expects HOG-style boxes (tight, square, brows to chin). Other detectors'
+    boxes are taller; where five points are known, a square box from them works best.
+    """
+    if det.points5 is None:
+        return det.box
+    p = det.points5
+    eye_c, mouth_c = p[:2].mean(0), p[3:].mean(0)
+    size = 2.0 * np.linalg.norm(mouth_c - eye_c) + 1.1 * np.linalg.norm(p[1] - p[0])
+    cx, cy = (eye_c + mouth_c) / 2 + np.array([0.0, 0.1 * size])
+    return np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
+
+
+_DEFAULT_DETECTOR = None
+
+
+def default_detector():
+    global _DEFAULT_DETECTOR
+    if _DEFAULT_DETECTOR is None:
+        _DEFAULT_DETECTOR = DlibHOGDetector()
+    return _DEFAULT_DETECTOR
+
+
+def get_detector(name: str | None = None):
+    """A detector by name: "dlib-hog" (default), "retinaface", "scrfd"."""
+    if name in (None, "", "dlib-hog"):
+        return default_detector()
+    if name == "retinaface":
+        from .detectors.retinaface import RetinaFaceDetector
+
+        return RetinaFaceDetector()
+    if name == "scrfd":
+        from .detectors.scrfd import SCRFDDetector
+
+        return SCRFDDetector()
+    raise ValueError(f"Unknown face detector {name!r}; choose dlib-hog, retinaface or scrfd.")
+
+
+def detect_faces(rgb: np.ndarray, detector=None) -> list[Face]:
+    """All faces in a photo, left to right, with 68 landmarks.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        detector: a detector object or name; default dlib's HOG detector.
+    """
+    if detector is None or isinstance(detector, str):
+        detector = get_detector(detector)
+    rgb = np.ascontiguousarray(rgb)
+    faces = []
+    for d in detector.detect(rgb):
+        pts = landmarks68(rgb, landmark_box(d))
+        faces.append(Face(box=np.asarray(d.box, dtype=np.float64), score=d.score,
+                          landmarks68=pts, detector=detector.name))
+    faces.sort(key=lambda f: (f.box[0] + f.box[2]) / 2)
+    return faces
+
+
+Selection = str | int | Sequence[int]
+
+
+def select_faces(faces: list[Face], which: Selection = "largest", *, min_px: int = MIN_FACE_PX) -> list[Face]:
+    """Choose faces to work on.
+
+    Args:
+        faces: from :func:`detect_faces` (left to right).
+        which: "largest" (default), "all", or face indices (0 = leftmost) as an int or a sequence.
+        min_px: faces narrower than this are skipped (with "all") or refused (when asked for).
+    Raises:
+        NoFaceError with a readable message when nothing usable is left.
+    """
+    if not faces:
+        raise NoFaceError(
+            "No face was found in this photo. Use a photo where the face is visible, roughly "
+            f"frontal, and at least {MIN_FACE_PX} pixels wide."
+        )
+    if isinstance(which, str):
+        if which == "largest":
+            chosen = [max(faces, key=lambda f: f.area)]
+        elif which == "all":
+            chosen = list(faces)
+        else:
+            raise ValueError(f"Face selection must be 'largest', 'all' or face numbers, not {which!r}.")
+    else:
+        idx = [which] if isinstance(which, (int, np.integer)) else list(which)
+        bad = [i for i in idx if not 0 <= int(i) < len(faces)]
+        if bad:
+            raise NoFaceError(
+                f"Face number(s) {', '.join(str(i) for i in bad)} do not exist: this photo has "
+                f"{len(faces)} face(s), numbered 0 to {len(faces) - 1} from left to right."
+            )
+        chosen = [faces[int(i)] for i in idx]
+    usable = [f for f in chosen if f.width >= min_px]
+    if not usable:
+        widths = ", ".join(f"{f.width:.0f}" for f in chosen)
+        raise NoFaceError(
+            f"The face found is too small ({widths} px wide); faceprot needs faces at least "
+            f"{min_px} px wide to protect and score them reliably. Use a larger photo or crop closer."
+        )
+    return usable
+
+
+def find_faces(rgb: np.ndarray, which: Selection = "largest", detector=None,
+               min_px: int = MIN_FACE_PX) -> list[Face]:
+    """Detect and select faces in one call (see :func:`detect_faces`, :func:`select_faces`)."""
+    return select_faces(detect_faces(rgb, detector), which, min_px=min_px)
+
+
