@@ -1,0 +1,83 @@
+"""Tiny models built in the formats of real ones, for the loading paths that cannot run offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_iresnet(opset: int = 13, flatten: str = "dynamic", seed: int = 0, size: int = 8) -> onnx.ModelProto:
+    """input (1, 3, size, size) in [0, 255] -> (1, 10) embedding, with insightface R100's node pattern.
+
+    (x - 127.5) * 1/128, Conv+BN+PRelu, one IBasicBlock (BN, conv, BN, PRelu, stride-2 conv, BN,
+    plus a stride-2 1x1 conv+BN shortcut), BN, Dropout, flatten (ONNX Flatten, the dynamic
+    Shape/Gather/Unsqueeze/Concat/Reshape chain of older exports, or a Reshape to a constant
+    [1, -1]), Gemm, 1-D feature BN.
+    """
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def weight(name: str, *shape: int, scale: float = 0.3) -> str:
+        return const(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def bn(x: str, c: int, name: str) -> str:
+        # Trained-network-like statistics (gamma near 1), so that the samples stay distinguishable.
+        ins = [x, const(f"{name}.g", rng.uniform(0.8, 1.5, c).astype(np.float32)),
+               weight(f"{name}.b", c, scale=0.1), weight(f"{name}.m", c, scale=0.1),
+               const(f"{name}.v", rng.uniform(0.5, 2.0, c).astype(np.float32))]
+        nodes.append(helper.make_node("BatchNormalization", ins, [name], epsilon=2e-5, momentum=0.9))
+        return name
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str) -> str:
+        nodes.append(helper.make_node(
+            "Conv", [x, weight(f"{name}.w", cout, cin, k, k)], [name], kernel_shape=[k, k],
+            strides=[stride, stride], pads=[k // 2] * 4, dilations=[1, 1], group=1))
+        return name
+
+    def prelu(x: str, c: int, name: str) -> str:
+        slope = const(f"{name}.slope", rng.uniform(0.1, 0.4, (c, 1, 1)).astype(np.float32))
+        nodes.append(helper.make_node("PRelu", [x, slope], [name]))
+        return name
+
+    nodes.append(helper.make_node("Sub", ["data", const("mean", np.float32(127.5))], ["sub"]))
+    nodes.append(helper.make_node("Mul", ["sub", const("scale", np.float32(0.0078125))], ["norm"]))
+    x = prelu(bn(conv("norm", 3, 8, 3, 1, "conv0"), 8, "bn0"), 8, "prelu0")
+    y = bn(x, 8, "blk.bn1")
+    y = prelu(bn(conv(y, 8, 16, 3, 1, "blk.conv1"), 16, "blk.bn2"), 16, "blk.prelu")
+    y = bn(conv(y, 16, 16, 3, 2, "blk.conv2"), 16, "blk.bn3")
+    short = bn(conv(x, 8, 16, 1, 2, "blk.down"), 16, "blk.down.bn")
+    nodes.append(helper.make_node("Add", [y, short], ["blk.out"]))
+    z = bn("blk.out", 16, "bn_out")
+    nodes.append(helper.make_node("Dropout", [z], ["drop"]))
+    if flatten == "Flatten":
+        nodes.append(helper.make_node("Flatten", ["drop"], ["flat"], axis=1))
+    elif flatten == "constant":  # the export batch baked into the target, as in MobileFaceNet
+        nodes.append(helper.make_node("Reshape", ["drop", const("target", np.array([1, -1]))], ["flat"]))
+    else:
+        nodes.append(helper.make_node("Shape", ["drop"], ["shape"]))
+        nodes.append(helper.make_node("Gather", ["shape", const("zero", np.int64(0))], ["n"], axis=0))
+        if opset >= 13:
+            nodes.append(helper.make_node("Unsqueeze", ["n", const("axes0", np.array([0]))], ["n1"]))
+        else:
+            nodes.append(helper.make_node("Unsqueeze", ["n"], ["n1"], axes=[0]))
+        nodes.append(helper.make_node("Concat", ["n1", const("minus1", np.array([-1]))], ["target"], axis=0))
+        nodes.append(helper.make_node("Reshape", ["drop", "target"], ["flat"]))
+    nodes.append(helper.make_node(
+        "Gemm", ["flat", weight("fc.w", 10, 16 * (size // 2) ** 2, scale=0.05 * 4 / (size // 2)), weight("fc.b", 10)], ["fc"],
+        alpha=1.0, beta=1.0, transB=1))
+    bn("fc", 10, "features")  # insightface's BatchNorm1d on the embedding
+
+    graph = helper.make_graph(
+        nodes, "tiny_iresnet",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 10])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
