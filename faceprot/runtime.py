@@ -1,0 +1,37 @@
+"""Process-wide runtime choices (torch threads)."""
+
+from __future__ import annotations
+
+import os
+
+_CONFIGURED = False
+
+
+def default_threads() -> int:
+    """Torch intra-op threads to use.
+
+    On a 2-core shared machine, 2 torch threads were 7 to 20 times slower than 1 for the mask
+    optimisation (FACTS.md section 1: 4.7 s with 1 thread vs 66-94 s with 2 on loaded cores), so
+    small machines get 1 thread; bigger ones half their cores, capped at 8.
+    """
+    env = os.environ.get("FACEPROT_THREADS")
+    if env:
+        return max(1, int(env))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if cores <= 2 else min(8, cores // 2)
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Set torch's thread count once per process (``FACEPROT_THREADS`` overrides). Returns it."""
+    global _CONFIGURED
+    import torch
+
+    n = n or default_threads()
+    torch.set_num_threads(n)
+    if not _CONFIGURED:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only allowed before any parallel work has started
+            pass
+        _CONFIGURED = True
+    return n

@@ -1,0 +1,94 @@
+"""The model registry, and the command line as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from faceprot import registry
+from faceprot.cli import main
+from faceprot.errors import ModelUnavailableError
+
+
+def test_every_entry_is_complete():
+    for key, e in registry.MODELS.items():
+        assert e.key == key and e.files and e.license and e.description
+        # each model has a way to get it: the Hub, a PyPI package, or a stated mirror-only note
+        assert e.repo_id or e.pypi_package or "FACEPROT_MODEL_DIR" in e.note
+        for f in e.files:
+            assert f.sha256 is None or len(f.sha256) == 64
+
+
+def test_dlib_models_come_from_the_pypi_package_with_no_mirror(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEPROT_MODEL_DIR", str(tmp_path))
+    p = registry.resolve("dlib", "dlib_face_recognition_resnet_model_v1.dat")
+    assert "face_recognition_models" in str(p)
+    assert registry.availability("dlib") == (True, "package")
+
+
+def test_mirror_comes_first_and_is_checked_against_its_sha256(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEPROT_MODEL_DIR", str(tmp_path))
+    d = tmp_path / "retinaface"
+    d.mkdir()
+    (d / "mobilenet0.25_Final.pth").write_bytes(b"not the weights")
+    with pytest.raises(ModelUnavailableError, match="sha256"):
+        registry.resolve("retinaface", "mobilenet0.25_Final.pth")
+    # a file without a recorded hash is taken from the mirror as it is
+    (tmp_path / "arcface-r100").mkdir()
+    (tmp_path / "arcface-r100" / "arcface.onnx").write_bytes(b"x")
+    assert registry.resolve("arcface-r100", "arcface.onnx") == tmp_path / "arcface-r100" / "arcface.onnx"
+    assert registry.availability("arcface-r100") == (True, "mirror")
+
+
+def test_resolve_dir_gives_one_folder_for_from_pretrained(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEPROT_MODEL_DIR", str(tmp_path))
+    for f in registry.entry("ddpm-celebahq").files:
+        p = tmp_path / "ddpm-celebahq" / f.filename
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{}")
+    assert registry.resolve_dir("ddpm-celebahq") == tmp_path / "ddpm-celebahq"
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ModelUnavailableError, match="Unknown model 'nope'.*Known models"):
+        registry.resolve("nope", "x")
+
+
+def test_models_command_lists_every_model(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEPROT_MODEL_DIR", str(tmp_path))  # nothing mirrored
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for key in registry.MODELS:
+        assert key in out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert lines["dlib"].split()[1] == "yes"
+    assert lines["mobilefacenet"].split()[1] == "no"
+
+
+def test_compare_command_prints_one_row_per_evaluator(photos_manifest):
+    obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
+    biden = [e["path"] for e in photos_manifest if e["identity"] == "biden"]
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "compare", obama[0], obama[1]],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = run.stdout.strip().splitlines()
+    assert rows[0].split()[:2] == ["evaluator", "role"]
+    body = {r.split()[0]: r for r in rows[1:]}
+    assert set(body) == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    assert all(r.rstrip().endswith("match") and not r.rstrip().endswith("no match") for r in body.values())
+    assert "white-box" in body["dlib-resnet"] and "black-box" in body["dlib-cpp"]
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "compare", obama[0], biden[0]],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.count("no match") == 3, run.stdout
+
+
+def test_compare_command_reports_bad_input_without_a_traceback(tmp_path, photos_manifest):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "compare", str(bad), photos_manifest[0]["path"]],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
+    assert "notes.jpg" in run.stderr
