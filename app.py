@@ -12,9 +12,14 @@ except ImportError:  # pragma: no cover - optional outside Spaces
 
 import gradio as gr
 
+import tempfile
+import zipfile
+from pathlib import Path
+
+from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
 from faceprot.errors import FaceprotError
 from faceprot.evaluators import compare_photos
-from faceprot.io import load_image
+from faceprot.io import encode_png, load_image
 from faceprot.runtime import configure_threads
 
 configure_threads()
@@ -56,6 +61,114 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
     return _score_rows(scores)
 
 
+STRENGTH_HELP = (
+    "**Strength trades protection for visibility.** *low*: hardest to see, weakest protection. "
+    "*medium*: the FaceCloak paper's setting (8/255, 16/255 on eyes, nose, mouth and edges). "
+    "*high*: strongest protection, visibly grainier. Measured numbers per strength are in "
+    "BENCHMARKS.md. No cloak is a guarantee: recognizers it was not optimised against "
+    "(black-box rows) may still find you."
+)
+
+
+def _gpu(duration):
+    """``spaces.GPU`` with a duration estimate on a ZeroGPU Space; a no-op everywhere else."""
+    if spaces is None:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+def _enroll_seconds(selfie, strength, seed, generator, remember_me, progress=None) -> int:
+    """ZeroGPU time to ask for: Arc2Face views (8 images x 25 steps) plus the optimisation."""
+    iterations = PRESETS.get(strength, PRESETS["medium"])["iterations"]
+    views = 40 if generator == "arc2face" else 5
+    return int(views + 3 * iterations + 20)
+
+
+def _out_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="faceprot-"))
+
+
+@_gpu(_enroll_seconds)
+def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress()):
+    """Protect my face: one selfie in; protected selfie, mask file, teaching maps and scores out."""
+    if not selfie:
+        raise gr.Error("Please upload a selfie.")
+    try:
+        progress(0.0, desc="Reading the selfie")
+        pic = load_image(selfie)
+        result = enroll(pic, preset=strength, seed=int(seed or 0), generator=generator,
+                        store_identity=bool(remember_me),
+                        progress=lambda f, m: progress(0.9 * f, desc=m))
+        progress(0.9, desc="Applying the mask to the selfie")
+        protected = apply_mask(pic, result.mask)
+        progress(0.95, desc="Scoring before and after")
+        scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates)
+    except FaceprotError as e:
+        raise gr.Error(str(e)) from None
+    out = _out_dir()
+    stem = Path(selfie).stem or "selfie"
+    before, after = out / f"{stem}-original.png", out / f"{stem}-protected.png"
+    before.write_bytes(encode_png(pic))
+    after.write_bytes(encode_png(protected.picture))
+    mask_path = out / f"{stem}.faceprot"
+    result.mask.save(mask_path)
+    maps = [(img, name) for name, img in result.teaching_maps().items()]
+    m = result.mask
+    summary = (f"Mask made in {result.seconds['total']:.1f} s from {len(result.views.images)} views "
+               f"({m.generator}); strength **{m.preset}** (eps {m.eps * 255:.0f}/255, "
+               f"{m.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {m.seed}, "
+               f"surrogates: {', '.join(m.surrogates)}. The table compares your selfie with its "
+               "protected copy: *different person* means that recognizer no longer matches them.")
+    if m.identity:
+        summary += " The mask file stores your face embedding (you opted in): keep it private."
+    notes = pic.notices + protected.notices
+    if notes:
+        gr.Info(" ".join(notes))
+    return (str(before), str(after)), str(mask_path), maps, _score_rows(scores), summary
+
+
+def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
+    """Apply my mask: a mask file and photos in; protected PNGs (zipped when several) and scores out."""
+    if not mask_file:
+        raise gr.Error("Please upload your .faceprot mask file (from the 'Protect my face' tab).")
+    if not photos:
+        raise gr.Error("Please upload one or more photos.")
+    try:
+        mask = PersonalMask.load(mask_file)
+    except FaceprotError as e:
+        raise gr.Error(str(e)) from None
+    out = _out_dir()
+    written, rows, failed = [], [], []
+    for k, path in enumerate(progress.tqdm(photos, desc="Protecting photos")):
+        name = Path(path).name
+        try:
+            pic = load_image(path)
+            result = apply_mask(pic, mask, faces=which, refine=int(refine), seed=k)
+            target = out / f"{Path(path).stem}-protected.png"
+            n = 1
+            while target.exists():
+                n += 1
+                target = out / f"{Path(path).stem}-protected-{n}.png"
+            target.write_bytes(encode_png(result.picture))
+            written.append(target)
+            for s in compare_photos(pic.rgb, result.picture.rgb, surrogates=mask.surrogates):
+                rows.append([name, *_score_rows([s])[0]])
+        except FaceprotError as e:
+            failed.append(f"{name}: {e}")
+    if not written:
+        raise gr.Error("No photo could be protected. " + " ".join(failed))
+    download = written[0]
+    if len(written) > 1:
+        download = out / "protected-photos.zip"
+        with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+            for w in written:
+                z.write(w, w.name)
+    status = f"Protected {len(written)} of {len(photos)} photo(s)."
+    if failed:
+        status += " Not protected:\n" + "\n".join(f"- {f}" for f in failed)
+    return [str(w) for w in written], str(download), rows, status
+
+
 with gr.Blocks(title="faceprot") as demo:
     gr.Markdown(INTRO)
     with gr.Tab("Check"):
@@ -68,6 +181,55 @@ with gr.Blocks(title="faceprot") as demo:
         check_table = gr.Dataframe(headers=SCORE_HEADERS, label="Face recognition scores",
                                    interactive=False, wrap=True)
         check_btn.click(check, [photo_a, photo_b], check_table, api_name="check")
+
+    with gr.Tab("Protect my face"):
+        gr.Markdown("Upload one selfie. faceprot makes varied views of you, optimises one personal "
+                    "mask over all of them, and gives you the mask file to protect any later photo.\n\n"
+                    + STRENGTH_HELP)
+        with gr.Row():
+            with gr.Column():
+                selfie = gr.Image(label="Your selfie", type="filepath", format="png", height=320)
+                strength = gr.Radio(list(PRESETS), value="medium", label="Strength")
+                seed = gr.Number(value=0, precision=0, label="Seed (same selfie + seed = same mask)")
+                generator = gr.Radio(["augment", "arc2face"], value="augment", label="Views",
+                                     info="augment: realistic edits of your selfie (CPU). arc2face: "
+                                          "synthetic photos of you (GPU and Hub weights needed).")
+                remember = gr.Checkbox(False, label="Store my face embedding in the mask",
+                                       info="Lets 'Apply my mask' protect only you in group photos. "
+                                            "Off by default: the file then holds no face data.")
+                protect_btn = gr.Button("Protect", variant="primary")
+            with gr.Column():
+                slider = gr.ImageSlider(label="Before / after", type="filepath", format="png")
+                mask_out = gr.File(label="Your mask file (keep it; use it in 'Apply my mask')")
+                protect_summary = gr.Markdown()
+        maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
+                                "attention, and the mask amplified", columns=4, format="png", height=300)
+        protect_table = gr.Dataframe(headers=SCORE_HEADERS, label="Selfie vs protected selfie",
+                                     interactive=False, wrap=True)
+        protect_btn.click(protect, [selfie, strength, seed, generator, remember],
+                          [slider, mask_out, maps, protect_table, protect_summary], api_name="protect")
+
+    with gr.Tab("Apply my mask"):
+        gr.Markdown("Protect new photos of yourself with your saved mask. Only faces change; "
+                    "the rest of each photo is left exactly as it was. Outputs are lossless PNG.")
+        with gr.Row():
+            with gr.Column():
+                mask_in = gr.File(label="Your mask file (.faceprot)", file_types=[".faceprot"], type="filepath")
+                photos_in = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath")
+                which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
+                                 info="'me' needs a mask made with the embedding stored.")
+                refine = gr.Slider(0, 10, value=0, step=1, label="Per-photo refinement steps",
+                                   info="A few steps make each photo's cloak different, so it cannot "
+                                        "be estimated from one photo and stripped from the others.")
+                apply_btn = gr.Button("Apply", variant="primary")
+            with gr.Column():
+                gallery = gr.Gallery(label="Protected photos", format="png", columns=3, height=360)
+                download = gr.File(label="Download (a zip when there are several)")
+                apply_status = gr.Markdown()
+        apply_table = gr.Dataframe(headers=["photo", *SCORE_HEADERS], label="Original vs protected",
+                                   interactive=False, wrap=True)
+        apply_btn.click(apply_tab, [mask_in, photos_in, which, refine],
+                        [gallery, download, apply_table, apply_status], api_name="apply")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The ``faceprot`` command line.
 
-    faceprot models                 list every model and whether it is available here
-    faceprot compare a.jpg b.jpg    score two photos on every evaluator
+    faceprot models                          list every model and whether it is available here
+    faceprot compare a.jpg b.jpg             score two photos on every evaluator
+    faceprot enroll selfie.jpg -o me.faceprot   make a personal mask from one selfie
+    faceprot apply me.faceprot photos/*.jpg -o out/   protect photos with the mask
 """
 
 from __future__ import annotations
@@ -41,6 +43,125 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _cmd_enroll(args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .cloak import apply_mask, enroll
+    from .io import encode_png
+    from .runtime import configure_threads
+
+    configure_threads()
+    out = Path(args.output or Path(args.selfie).with_suffix(".faceprot").name)
+    if out.exists() and not args.force:
+        raise FaceprotError(f"{out} already exists; choose another name with -o, or pass --force.")
+    surrogates = args.surrogates.split(",") if args.surrogates else None
+    bar = tqdm(total=100, desc="enroll", unit="%", bar_format="{l_bar}{bar}| {postfix}")
+    state = {"n": 0}
+
+    def progress(fraction: float, message: str) -> None:
+        n = int(round(100 * fraction))
+        bar.update(max(0, n - state["n"]))
+        state["n"] = max(state["n"], n)
+        bar.set_postfix_str(message)
+
+    try:
+        result = enroll(args.selfie, preset=args.strength, seed=args.seed, generator=args.generator,
+                        n_views=args.views, surrogates=surrogates, store_identity=args.remember_me,
+                        progress=progress)
+    finally:
+        bar.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.mask.save(out)
+    m = result.mask
+    print(f"saved {out}: strength {m.preset}, eps {m.eps * 255:.0f}/255 "
+          f"({m.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {m.seed}, "
+          f"{len(result.views.images)} views ({m.generator}), surrogates {', '.join(m.surrogates)}, "
+          f"{result.seconds['total']:.1f} s")
+    if m.identity:
+        print("note: the mask stores your face embedding (--remember-me); keep the file private.")
+    if args.maps:
+        from PIL import Image
+
+        d = Path(args.maps)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, img in result.teaching_maps().items():
+            Image.fromarray(img).save(d / f"{name.split(' ')[0]}.png")
+        protected = apply_mask(result.selfie, m)
+        (d / "protected-selfie.png").write_bytes(encode_png(protected.picture))
+        print(f"teaching maps and the protected selfie written to {d}/")
+    return 0
+
+
+def _photo_list(items: list[str]) -> list:
+    from pathlib import Path
+
+    photos = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            photos += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            photos.append(p)
+    return photos
+
+
+def _cmd_apply(args) -> int:
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .cloak import PersonalMask, apply_mask
+    from .io import encode_png
+    from .runtime import configure_threads
+
+    configure_threads()
+    mask = PersonalMask.load(args.mask)
+    photos = _photo_list(args.photos)
+    if not photos:
+        raise FaceprotError("No photos given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    faces = args.faces
+    if faces not in ("largest", "all", "me"):
+        try:
+            faces = [int(v) for v in faces.split(",")]
+        except ValueError:
+            raise FaceprotError(f"--faces must be largest, all, me or face numbers like 0,2; not {faces!r}.") from None
+    names = {}
+    for p in photos:  # name outputs after inputs; disambiguate a.jpg and a.png
+        stem = p.stem if [q.stem for q in photos].count(p.stem) == 1 else f"{p.stem}-{p.suffix.lstrip('.').lower()}"
+        names[p] = out_dir / f"{stem}-protected.png"
+    failures, lines = [], []
+    for p in tqdm(photos, desc="apply", unit="photo"):
+        t = time.perf_counter()
+        try:
+            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed)
+            target = names[p]
+            if target.exists() and not args.force:
+                raise FaceprotError(f"{target} already exists (pass --force to overwrite)")
+            target.write_bytes(encode_png(result.picture))
+            h, w = result.picture.rgb.shape[:2]
+            note = ("; " + " ".join(result.notices)) if result.notices else ""
+            lines.append(f"ok    {p} -> {target}: {len(result.faces)} face(s) protected, {w}x{h}, "
+                         f"{time.perf_counter() - t:.2f} s{note}")
+        except (FaceprotError, OSError) as e:
+            failures.append(p)
+            lines.append(f"FAIL  {p}: {e}")
+    for line in lines:
+        print(line)
+    print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) protected, written to {out_dir}/")
+    if failures:
+        print(f"{len(failures)} failed: " + ", ".join(str(f) for f in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceprot", description="Protect face photos from face recognition.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -51,6 +172,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", help="second photo")
     c.add_argument("--evaluators", help="comma-separated evaluator names (default: all available)")
     c.set_defaults(func=_cmd_compare)
+
+    e = sub.add_parser("enroll", help="make a personal mask from one selfie")
+    e.add_argument("selfie", help="a photo of you (the largest face is used)")
+    e.add_argument("-o", "--output", help="mask file to write (default: <selfie name>.faceprot)")
+    e.add_argument("--strength", choices=["low", "medium", "high"], default="medium",
+                   help="stronger protection is more visible (default: medium, the paper's setting)")
+    e.add_argument("--seed", type=int, default=0, help="same selfie + same seed = same mask (default 0)")
+    e.add_argument("--generator", choices=["augment", "arc2face"], default="augment",
+                   help="how to make varied views: augment (CPU) or arc2face (GPU, Hub weights)")
+    e.add_argument("--views", type=int, default=8, help="views besides the selfie (default 8)")
+    e.add_argument("--surrogates", help="comma-separated recognizers to optimise against (default: ensemble)")
+    e.add_argument("--remember-me", action="store_true",
+                   help="store your face embedding in the mask, to protect only your face in group photos")
+    e.add_argument("--maps", metavar="DIR", help="also write the teaching maps and protected selfie here")
+    e.add_argument("--force", action="store_true", help="overwrite an existing mask file")
+    e.set_defaults(func=_cmd_enroll)
+
+    a = sub.add_parser("apply", help="protect photos with a personal mask")
+    a.add_argument("mask", help="a .faceprot mask file from `faceprot enroll`")
+    a.add_argument("photos", nargs="+", help="photos or folders of photos")
+    a.add_argument("-o", "--output", default="protected", help="output folder (default: protected/)")
+    a.add_argument("--faces", default="largest",
+                   help="largest (default), all, me (needs --remember-me at enrollment), or numbers like 0,2")
+    a.add_argument("--refine", type=int, default=0,
+                   help="per-photo refinement steps; makes each photo's cloak different (default 0)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the refinement (default 0)")
+    a.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    a.set_defaults(func=_cmd_apply)
     return p
 
 

@@ -61,3 +61,50 @@ def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_mani
     with pytest.raises(Exception) as e:
         client.predict(handle_file(str(blank)), handle_file(photos_manifest[0]["path"]), api_name="/check")
     assert "No face was found" in str(e.value)
+
+
+def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_path):
+    from faceprot.cloak import PersonalMask
+
+    selfie = [e["path"] for e in photos_manifest if e["identity"] == "obama"][0]
+    slider, mask_file, maps, table, summary = client.predict(
+        handle_file(selfie), "low", 4, "augment", False, api_name="/protect")
+    before, after = slider
+    assert before.endswith(".png") and after.endswith(".png")
+    a = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(before).convert("RGB"))
+    b = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(after).convert("RGB"))
+    assert a.shape == b.shape and 0 < np.abs(a.astype(int) - b).max() <= 8 + 1  # low: 8/255 at most
+    mask = PersonalMask.load(mask_file)
+    assert mask.preset == "low" and mask.seed == 4 and mask.identity is None
+    assert len(maps) == 4 and {m["caption"] for m in maps} >= {"stickers", "attention"}
+    rows = {r[0]: r for r in table["data"]}
+    assert {"dlib-cpp", "dlib-resnet", "mobilefacenet"} <= set(rows)
+    assert rows["dlib-resnet"][1] == "white-box" and rows["dlib-cpp"][1] == "black-box"
+    assert all(isinstance(r[3], (int, float)) for r in rows.values())
+    assert "low" in summary
+
+
+def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest, tmp_path):
+    import zipfile
+
+    from faceprot.cloak import enroll
+
+    obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
+    mask_path = enroll(obama[0], n_views=2, iterations=3).mask.save(tmp_path / "me.faceprot")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image at all")
+    gallery, download, table, status = client.predict(
+        handle_file(str(mask_path)), [handle_file(p) for p in obama[1:3]] + [handle_file(str(broken))],
+        "largest", 1, api_name="/apply")
+    assert len(gallery) == 2
+    assert download.endswith(".zip")
+    with zipfile.ZipFile(download) as z:
+        names = z.namelist()
+        assert len(names) == 2 and all(n.endswith("-protected.png") for n in names)
+        assert all(z.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+    assert "Protected 2 of 3" in status and "broken.jpg" in status
+    assert {r[1] for r in table["data"]} >= {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    corrupt = tmp_path / "corrupt.faceprot"
+    corrupt.write_bytes(mask_path.read_bytes()[:300])
+    with pytest.raises(Exception, match="not a readable faceprot mask"):
+        client.predict(handle_file(str(corrupt)), [handle_file(obama[1])], "largest", 0, api_name="/apply")

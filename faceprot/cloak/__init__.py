@@ -1,0 +1,16 @@
+"""The personal cloak (FaceCloak): enroll once from a selfie, apply the mask to any photo.
+
+    from faceprot.cloak import enroll, apply_mask, PersonalMask
+    result = enroll("selfie.jpg", preset="medium", seed=0)
+    result.mask.save("me.faceprot")
+    protected = apply_mask("party.jpg", PersonalMask.load("me.faceprot"))
+    open("party-protected.png", "wb").write(protected.png())
+"""
+
+from .apply import Protected, apply_mask
+from .enroll import PRESETS, Enrollment, config_for, enroll
+from .maskfile import MaskFileError, PersonalMask
+from .optimizer import CloakConfig
+
+__all__ = ["enroll", "apply_mask", "PersonalMask", "MaskFileError", "Enrollment", "Protected",
+           "PRESETS", "CloakConfig", "config_for"]

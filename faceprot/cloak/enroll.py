@@ -1,0 +1,141 @@
+"""Enrollment: one selfie in, a :class:`PersonalMask` out (the whole FaceCloak pipeline).
+
+    selfie -> face -> views (stage 1) -> budget map, anchors -> universal PGD (stage 2) -> mask (stage 3)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import FaceprotError
+from ..faces import Face, find_faces
+from ..io import Picture, load_image
+from ..recognizers import default_surrogates, load_surrogate
+from .anchors import AnchorGallery, Anchors, choose_anchors
+from .focus import FocusMaps, budget_map
+from .maskfile import PersonalMask
+from .optimizer import CloakConfig, UniversalCloak
+from .views import Views, make_views
+
+#: Strength presets. "medium" is the paper's setting (FACTS.md section 6). Stronger protection is
+#: more visible: the app shows each preset's measured PSR and PSNR (BENCHMARKS.md).
+PRESETS: dict[str, dict] = {
+    "low": dict(eps=4 / 255, eps_high=8 / 255, alpha=1 / 255, iterations=10),
+    "medium": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10),
+    "high": dict(eps=12 / 255, eps_high=24 / 255, alpha=3 / 255, iterations=16),
+}
+
+Progress = Callable[[float, str], None]
+
+
+def config_for(preset: str = "medium", **overrides) -> CloakConfig:
+    if preset not in PRESETS:
+        raise FaceprotError(f"Unknown strength {preset!r}; choose {', '.join(PRESETS)}.")
+    return CloakConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class Enrollment:
+    """Everything enrollment made, for saving (``mask``) and for teaching (the maps)."""
+
+    mask: PersonalMask
+    views: Views
+    focus: FocusMaps
+    attention: np.ndarray
+    anchors: Anchors | None
+    losses: list[float]
+    face: Face
+    selfie: Picture
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def teaching_maps(self) -> dict[str, np.ndarray]:
+        """RGB uint8 (256, 256, 3) pictures: where the budget is larger, what attention chose,
+        and the mask itself amplified to be visible."""
+        face = self.views.images[0]
+        gray = cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
+
+        def overlay(mask: np.ndarray, colour) -> np.ndarray:
+            out = gray * 0.6
+            out[mask] = out[mask] * 0.4 + np.array(colour, np.float32) * 0.6
+            return np.clip(out, 0, 255).astype(np.uint8)
+
+        heat = cv2.applyColorMap(np.clip(self.attention * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+        d = self.mask.delta.transpose(1, 2, 0)
+        amp = np.clip(0.5 + d / (2 * max(self.mask.eps_high, 1e-6)), 0, 1)
+        return {
+            "stickers": overlay(self.focus.stickers, (255, 80, 40)),
+            "high-pass": overlay(self.focus.high_pass, (40, 200, 255)),
+            "attention": cv2.cvtColor(heat, cv2.COLOR_BGR2RGB),
+            "mask (amplified)": (amp * 255).round().astype(np.uint8),
+        }
+
+
+def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment", n_views: int = 8,
+           surrogates: list[str] | None = None, store_identity: bool = False, face: str | int = "largest",
+           gallery: AnchorGallery | None = None, progress: Progress | None = None,
+           **overrides) -> Enrollment:
+    """Make a personal mask from one selfie.
+
+    Args:
+        selfie: a path, bytes, PIL image, array or :class:`Picture` (see :func:`faceprot.io.load_image`).
+        preset: "low", "medium" (the paper's defaults) or "high".
+        seed: makes views, the real-life chain and so the mask reproducible.
+        generator: "augment" (CPU) or "arc2face" (GPU), or a generator object.
+        n_views: generated views besides the selfie (paper: 8).
+        surrogates: recognizers to optimise against (default: the default ensemble available here).
+        store_identity: opt in to storing the person's embeddings in the mask file (enables
+            "apply only to faces that are me").
+        face: which face of the selfie ("largest" or an index).
+        progress: called as progress(fraction, message).
+        overrides: any :class:`CloakConfig` field (eps, iterations, use_attention, ...).
+    """
+    say = progress or (lambda f, m: None)
+    t0 = time.perf_counter()
+    cfg = config_for(preset, **overrides)
+    pic = selfie if isinstance(selfie, Picture) else load_image(selfie)
+    say(0.02, "Finding the face")
+    the_face = find_faces(pic.rgb, face)[0]
+    names = list(surrogates) if surrogates else default_surrogates()
+    if not names:
+        raise FaceprotError("No face recognizer is available to optimise against.")
+    models = [load_surrogate(n) for n in names]
+    torch.manual_seed(seed)
+
+    say(0.05, "Making varied views of the face")
+    t = time.perf_counter()
+    views = make_views(pic.rgb, the_face, generator, n=n_views, seed=seed)
+    t_views = time.perf_counter() - t
+    x = torch.from_numpy(views.images).permute(0, 3, 1, 2).float() / 255
+
+    say(0.25, "Choosing anchors and budget")
+    t = time.perf_counter()
+    focus = budget_map(views.images[0], views.landmarks[0], cfg.eps, cfg.eps_high,
+                       use_stickers=cfg.use_stickers, use_high_pass=cfg.use_high_pass,
+                       max_high_fraction=cfg.max_high_fraction)
+    budget = torch.from_numpy(focus.budget)[None]
+    cloak = UniversalCloak(models, cfg)
+    person = cloak.person_embeddings(x)
+    anchors = choose_anchors(person, models, gallery) if cfg.use_anchors else None
+    t_anchors = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = cloak(x, budget, anchors, person, seed=seed,
+                   progress=lambda i, n: say(0.3 + 0.68 * i / n, f"Optimising the mask ({i}/{n})"))
+    t_opt = time.perf_counter() - t
+
+    mask = PersonalMask(
+        delta=result.delta.numpy(), budget=focus.budget[None], eps=cfg.eps, eps_high=cfg.eps_high,
+        surrogates=names, generator=views.generator, seed=seed, preset=preset,
+        identity={k: v.numpy() for k, v in person.items()} if store_identity else None,
+        extra={**cfg.to_dict(), "views": int(len(views.images))},
+    )
+    say(1.0, "Done")
+    return Enrollment(mask, views, focus, result.attention, anchors, result.losses, the_face, pic,
+                      {"views": t_views, "anchors": t_anchors, "optimise": t_opt,
+                       "total": time.perf_counter() - t0})

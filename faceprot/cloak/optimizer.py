@@ -1,0 +1,180 @@
+"""The universal cloak optimiser (FaceCloak stage 2), one readable object.
+
+Given V aligned views of one person, it finds ONE perturbation for all of them:
+
+    minimise  L(delta) = mean over views v and surrogates m of
+                 cos(e_m(T(x_v + delta)), near_m) - cos(e_m(T(x_v + delta)), far_m)
+                 + self_weight * cos(e_m(T(x_v + delta)), person_m)
+    with      delta = Pi(A * P),   |delta| <= budget (per pixel)
+
+where P is updated by sign-gradient PGD, A is the learnable attention, Pi clips to the per-pixel
+budget, e_m is surrogate m's embedding, near/far are the anchors, person_m the person's clean
+embedding (mean over views), and T is the real-life chain (alignment jitter, paste-back
+resampling, 8-bit rounding, JPEG, downscaling) drawn afresh at every step (expectation over
+transformations). All views go through in one batch per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .anchors import Anchors
+from .eot import RealLifeChain
+from .focus import LearnableAttention
+
+
+@dataclass
+class CloakConfig:
+    """Hyper-parameters in the paper's terms (defaults: the paper's, FACTS.md section 6)."""
+
+    eps: float = 8 / 255  # base L-inf budget
+    eps_high: float = 16 / 255  # budget inside stickers and high-pass
+    alpha: float = 2 / 255  # PGD step
+    iterations: int = 10
+    attention_lr: float = 10.0
+    self_weight: float = 6.0  # weight of the push away from the person's own clean embedding
+    momentum: float = 0.0  # MI-FGSM-style momentum on the normalised gradient (0 = plain PGD)
+    #: per-surrogate weight in the ensemble (default 1 each), e.g. {"mobilefacenet": 2.0}
+    surrogate_weights: dict = field(default_factory=dict)
+    max_high_fraction: float = 0.30
+    use_stickers: bool = True
+    use_high_pass: bool = True
+    use_attention: bool = True
+    use_anchors: bool = True
+    use_eot: bool = True
+
+    def to_dict(self) -> dict:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class CloakResult:
+    delta: torch.Tensor  # (3, 256, 256) Pi(A * P), [0, 1] units
+    attention: np.ndarray  # (256, 256) in [0, 1]
+    losses: list[float] = field(default_factory=list)
+
+
+def similarity(model, emb: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Higher-is-more-alike, per sample (B,), in units where the model's threshold is about 1 apart
+    from 0: cosine for cosine models, -L2 / threshold for L2 models (dlib's descriptors are not
+    centred, so their cosines all sit near 1 and carry little gradient)."""
+    if model.metric == "cosine":
+        return F.cosine_similarity(emb, ref[None], dim=-1)
+    return -torch.linalg.vector_norm(emb - ref[None], dim=-1) / model.threshold.value
+
+
+def cloak_loss(model, emb: torch.Tensor, near: torch.Tensor | None, far: torch.Tensor | None,
+               person: torch.Tensor, self_weight: float) -> torch.Tensor:
+    """Per-sample loss (B,) for one surrogate; anchors may be None (dodging only)."""
+    loss = self_weight * similarity(model, emb, person)
+    if near is not None:
+        loss = loss + similarity(model, emb, near) - similarity(model, emb, far)
+    return loss
+
+
+def _unit(g: torch.Tensor) -> torch.Tensor:
+    """A gradient scaled to mean |g| = 1, so every surrogate has an equal say in the sign step."""
+    return g / (g.abs().mean() + 1e-20)
+
+
+class UniversalCloak:
+    """Sign-gradient PGD on one perturbation over all views, with learnable attention and EOT."""
+
+    def __init__(self, surrogates: list, config: CloakConfig | None = None):
+        self.surrogates = list(surrogates)
+        self.config = config or CloakConfig()
+        self.chain = RealLifeChain(enabled=self.config.use_eot)
+
+    @torch.no_grad()
+    def person_embeddings(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per surrogate, the mean clean embedding over views (the person's identity)."""
+        return {s.name: s(views).mean(0) for s in self.surrogates}
+
+    def __call__(self, views: torch.Tensor, budget: torch.Tensor, anchors: Anchors | None,
+                 person: dict[str, torch.Tensor], seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None) -> CloakResult:
+        """Optimise the universal perturbation.
+
+        Args:
+            views: (V, 3, 256, 256) canonical views in [0, 1].
+            budget: (1, 256, 256) per-pixel L-inf budget, [0, 1] units.
+            anchors: near/far anchors, or None to only push away from the person.
+            person: per surrogate name, (D,) clean embedding.
+            seed: seeds the real-life chain's random draws.
+            progress: called as progress(iteration, iterations).
+        """
+        cfg = self.config
+        gen = torch.Generator().manual_seed(seed)
+        p = torch.zeros(1, *views.shape[1:], requires_grad=True)
+        attention = LearnableAttention(views.shape[-1], lr=cfg.attention_lr, alpha=cfg.alpha,
+                                       enabled=cfg.use_attention)
+        use_anchors = cfg.use_anchors and anchors is not None
+        wrt = [p, attention.a] if cfg.use_attention else [p]
+        momentum = torch.zeros_like(p)
+        losses = []
+        for it in range(cfg.iterations):
+            delta = torch.maximum(torch.minimum(attention.a * p, budget), -budget)  # Pi(A * P)
+            pre = (views + delta).clamp(0, 1)
+            leaf = pre.detach().requires_grad_(True)
+            x = self.chain(leaf, generator=gen)
+            # Each (surrogate, view) pair gets an equal say: its gradient is scaled to unit mean
+            # magnitude before summing, so neither one model nor a few easy views steer the
+            # universal perturbation (views whose loss is already low would otherwise fade out).
+            g_views = torch.zeros_like(leaf)
+            total = 0.0
+            for k, s in enumerate(self.surrogates):
+                near = anchors.near[s.name] if use_anchors else None
+                far = anchors.far[s.name] if use_anchors else None
+                loss = cloak_loss(s, s(x), near, far, person[s.name], cfg.self_weight)
+                (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
+                w = float(cfg.surrogate_weights.get(s.name, 1.0))
+                g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)
+                total += float(loss.detach().mean()) / len(self.surrogates)
+            grads = torch.autograd.grad(pre, wrt, grad_outputs=g_views)
+            with torch.no_grad():
+                momentum.mul_(cfg.momentum).add_(_unit(grads[0]))
+                p -= cfg.alpha * momentum.sign()
+                p.copy_(torch.maximum(torch.minimum(p, budget), -budget))
+            if cfg.use_attention:
+                attention.step(grads[1])
+            losses.append(total)
+            if progress:
+                progress(it + 1, cfg.iterations)
+        with torch.no_grad():
+            delta = torch.maximum(torch.minimum(attention.a * p, budget), -budget)[0]
+        return CloakResult(delta.detach(), attention.map(), losses)
+
+
+def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, surrogates: list,
+                 steps: int, alpha: float, seed: int = 0) -> torch.Tensor:
+    """Per-photo refinement: ``steps`` sign-PGD steps from the mask, inside its budget.
+
+    Pushes the photo's embedding away from its own clean embedding on every surrogate, from a
+    random start around the mask, so two protected photos no longer carry the same delta.
+
+    Args:
+        x: (1, 3, 256, 256) the clean canonical face of this photo, [0, 1].
+        delta: (3, 256, 256) the mask; budget: (1, 256, 256).
+    Returns:
+        (3, 256, 256) refined delta, |delta| <= budget.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        clean = {s.name: s(x)[0] for s in surrogates}
+        start = delta + (torch.rand(delta.shape, generator=gen) * 2 - 1) * alpha
+        d = torch.maximum(torch.minimum(start, budget), -budget)[None].clone()
+    d.requires_grad_(True)
+    for _ in range(steps):
+        g = torch.zeros_like(d)
+        for s in surrogates:  # a fresh graph per surrogate (each grad call frees its graph)
+            loss = similarity(s, s((x + d).clamp(0, 1)), clean[s.name]).mean()
+            g += _unit(torch.autograd.grad(loss, d)[0])
+        with torch.no_grad():
+            d -= alpha * g.sign()
+            d.copy_(torch.maximum(torch.minimum(d, budget), -budget))
+    return d.detach()[0]
