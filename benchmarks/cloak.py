@@ -499,7 +499,7 @@ def _pct(v):
 
 def markdown(s: dict, meta: dict) -> str:
     lines = [f"Run `{meta['run']}`: {s['people']} people, {s['probes']} probes; faces `{meta['faces']}`; "
-             f"{meta['machine']}; {meta['date']}.", ""]
+             f"{meta['machine']}; {meta['date']}.", "", f"Command: `{meta['command']}`", ""]
     lines += ["| method | evaluator | top-1 PSR | top-5 PSR | verif. PSR | no face | top-1 after JPEG q75 | top-1 after half size | worst tenth top-1 |",
               "|---|---|---|---|---|---|---|---|---|"]
     for m, ms in s["methods"].items():
@@ -591,9 +591,15 @@ def main(argv=None) -> int:
     meta["machine"] = f"{platform.node()}, {threads} torch thread(s)"
 
     if args.report:
-        records = []
+        records, metas = [], []
         for f in sorted(out.glob("shard-*.json")) + sorted(out.glob("sweeps-*.json")):
-            records += json.loads(f.read_text())["people"]
+            d = json.loads(f.read_text())
+            records += d["people"]
+            metas.append(d["meta"])
+        if metas:  # the report describes the runs that made the shards, not this merge
+            meta.update(faces=metas[0]["faces"], machine=metas[0]["machine"],
+                        date=", ".join(sorted({m["date"] for m in metas})),
+                        command="; ".join(m["command"] for m in metas))
         s = summarise(records)
         tfile = out / "timing.json"
         if tfile.exists():

@@ -164,3 +164,50 @@ def test_cli_enroll_then_apply_to_a_folder_with_one_broken_file(obama, tmp_path,
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["apply", str(tmp_path / "nope.faceprot"), str(photos), "-o", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gradient_smoothing_is_a_normalised_gaussian():
+    """The TI-style smoothing of the PGD gradient keeps a constant gradient as it is, spreads an
+    impulse into a symmetric bump of total weight 1, and is the identity at sigma 0."""
+    from faceprot.cloak.optimizer import gaussian_smooth
+
+    const = torch.full((1, 3, 32, 32), 0.7)
+    assert torch.allclose(gaussian_smooth(const, 2.0), const, atol=1e-6)
+    imp = torch.zeros(1, 3, 33, 33)
+    imp[0, :, 16, 16] = 1.0
+    out = gaussian_smooth(imp, 2.0)
+    assert torch.allclose(out.sum(dim=(2, 3)), torch.ones(1, 3), atol=1e-5)
+    assert torch.allclose(out, out.flip(-1)) and torch.allclose(out, out.flip(-2))
+    assert out[0, 0, 16, 16] == out.max() and out[0, 0, 16, 16] < 0.1
+    assert torch.equal(gaussian_smooth(imp, 0.0), imp)
+
+
+def test_mirrored_gradient_makes_a_symmetric_perturbation():
+    """With mirror_gradient, P's update is left-right symmetric: under a symmetric budget and no
+    attention the mask equals its mirror image, and without it (same data) it does not."""
+    from faceprot.cloak.optimizer import CloakConfig, UniversalCloak
+    from faceprot.recognizers.base import Threshold
+
+    class TinyNet(torch.nn.Module):  # a fixed random recognizer: the test is about the optimiser
+        name, metric, threshold = "tiny", "cosine", Threshold(0.3, "test")
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
+            self.fc = torch.nn.Linear(8 * 16 * 16, 16)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
+
+    net = TinyNet()
+    views = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    budget = torch.full((1, 256, 256), 8 / 255)
+    person = {"tiny": net(views).mean(0).detach()}
+    out = {}
+    for mirror in (True, False):
+        cfg = CloakConfig(iterations=3, use_attention=False, use_eot=False, mirror_gradient=mirror)
+        out[mirror] = UniversalCloak([net], cfg)(views, budget, None, person).delta
+    assert out[True].abs().max() > 0
+    assert torch.equal(out[True], out[True].flip(-1))
+    assert not torch.equal(out[False], out[False].flip(-1))

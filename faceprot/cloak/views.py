@@ -70,7 +70,8 @@ class AugmentViews:
     name = "augment"
 
     def __init__(self, max_rotate: float = 12.0, max_yaw: float = 0.10, scale: tuple = (0.85, 1.15),
-                 max_shift: float = 0.05):
+                 max_shift: float = 0.05, mirror_prob: float = 0.5):
+        self.mirror_prob = mirror_prob
         self.max_rotate = max_rotate
         self.max_yaw = max_yaw
         self.scale = scale
@@ -93,7 +94,7 @@ class AugmentViews:
         dst[side[1], 1] -= dy
         out = cv2.warpPerspective(out, cv2.getPerspectiveTransform(src, dst), (w, h),
                                   borderMode=cv2.BORDER_REFLECT_101)
-        if rng.random() < 0.5:
+        if rng.random() < self.mirror_prob:
             out = out[:, ::-1]
         x = out.astype(np.float32) / 255
         # lighting: exposure, contrast, a directional light ramp, gamma, colour temperature
