@@ -182,6 +182,27 @@ def test_gradient_smoothing_is_a_normalised_gaussian():
     assert torch.equal(gaussian_smooth(imp, 0.0), imp)
 
 
+def test_view_warp_is_a_smooth_displacement_of_the_set_size():
+    """The per-step view warp moves pixels by a smooth field whose spread matches its amplitude,
+    is reproducible under a seed, and is the identity at amplitude 0."""
+    from faceprot.cloak.optimizer import elastic_warp
+
+    n = 256
+    ramp_x = (torch.arange(n, dtype=torch.float64) + 0.5).view(1, 1, 1, n).expand(4, 1, n, n)
+    ramp_y = ramp_x.transpose(-1, -2)
+    x = torch.cat([ramp_x, ramp_y], 1)  # each pixel holds its own (x, y) coordinate
+    assert torch.equal(elastic_warp(x, 0.0, torch.Generator().manual_seed(0)), x)
+    out = elastic_warp(x, 4.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, elastic_warp(x, 4.5, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out, elastic_warp(x, 4.5, torch.Generator().manual_seed(1)))
+    disp = (out - x)[..., 16:-16, 16:-16]  # away from the border, where sampling is clamped
+    spread = disp.std().item()
+    assert 2.0 < spread < 6.0, spread  # per-axis std near the 4.5 px asked for
+    # smooth: neighbouring pixels move together (the field varies over tens of pixels)
+    assert (disp[..., 1:, :] - disp[..., :-1, :]).abs().max() < 1.0
+    assert (disp[..., :, 1:] - disp[..., :, :-1]).abs().max() < 1.0
+
+
 def test_mirrored_gradient_makes_a_symmetric_perturbation():
     """With mirror_gradient, P's update is left-right symmetric: under a symmetric budget and no
     attention the mask equals its mirror image, and without it (same data) it does not."""
