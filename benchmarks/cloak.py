@@ -535,13 +535,34 @@ def markdown(s: dict, meta: dict) -> str:
 
 
 def plots(s: dict, out: Path) -> None:
-    if "sweeps" not in s:
-        return
+    """``main.png`` (top-1 PSR per method and evaluator, PNG and after JPEG q75) and, when the
+    run has sweeps, ``sweeps.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if s.get("methods"):
+        names = list(s["methods"])
+        fig, axes = plt.subplots(1, 2, figsize=(16, 4.5), sharey=True)
+        width = 0.8 / len(EVALUATORS)
+        for ax, cond, title in zip(axes, ("png", "jpeg75"), ("saved as PNG", "after a JPEG q75 re-save")):
+            for k, ev in enumerate(EVALUATORS):
+                vals = [s["methods"][m][ev].get(f"top1_{cond}") for m in names]
+                ax.bar(np.arange(len(names)) + (k - (len(EVALUATORS) - 1) / 2) * width,
+                       [100 * v if v is not None else np.nan for v in vals], width, label=ev)  # no bar: not measured
+            ax.axhline(70, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+            ax.set_title(f"top-1 PSR, {title} ({s['people']} people, {s['probes']} probes)")
+            ax.set_ylim(0, 100)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("% of probes protected")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "main.png", dpi=90)
+        plt.close(fig)
+    if "sweeps" not in s:
+        return
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for ax, sweep in zip(axes, SWEEPS):
         keys = [k for k in s["sweeps"] if k.startswith(sweep + "=")]
