@@ -24,7 +24,7 @@ from .optimizer import CloakConfig, UniversalCloak
 from .views import Views, make_views
 
 #: Strength presets. "medium" is the paper's setting (FACTS.md section 6). Stronger protection is
-#: more visible: the app shows each preset's measured PSR and PSNR (BENCHMARKS.md).
+#: more visible: the app's strength help gives medium's and high's measured PSR and PSNR (BENCHMARKS.md).
 PRESETS: dict[str, dict] = {
     "low": dict(eps=4 / 255, eps_high=8 / 255, alpha=1 / 255, iterations=10),
     "medium": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10),
