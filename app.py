@@ -66,8 +66,8 @@ STRENGTH_HELP = (
     "*medium*: the FaceCloak paper's setting (8/255, 16/255 on eyes, nose, mouth and edges). "
     "*high*: strongest protection, visibly grainier. Measured on 100 LFW people's other photos "
     "(BENCHMARKS.md, 2026-12-03), the share that face search no longer finds (dlib-cpp / "
-    "dlib-resnet / mobilefacenet): *medium* 84 / 88 / 69% at 32.1 dB face PSNR, *high* "
-    "100 / 100 / 98% at 28.5 dB. No cloak is a guarantee: a recognizer it was not optimised "
+    "dlib-resnet / mobilefacenet): *medium* 83 / 87 / 72.5% at 32.0 dB face PSNR, *high* "
+    "99.5 / 99 / 97% at 28.5 dB. No cloak is a guarantee: a recognizer it was not optimised "
     "against (black-box rows) may still find you; a mask made against dlib alone hid only 23% "
     "of photos from mobilefacenet."
 )

@@ -43,9 +43,9 @@ class CloakConfig:
     momentum: float = 0.0  # MI-FGSM-style momentum on the normalised gradient (0 = plain PGD)
     # Beyond the paper, for a mask that carries over from the selfie's views to other photos of
     # the person. Measured on 20 LFW people (medium, both surrogates; BENCHMARKS.md "Tuning"):
-    # together they raised top-1 PSR from 79 / 79 / 46% (dlib-cpp / dlib-resnet / mobilefacenet)
-    # to 90 / 92 / 75% at 0.9 dB lower face PSNR, and on 20 held-out people from 73 / 73 / 42%
-    # to 82 / 90 / 72%.
+    # with the ensemble weight below, they raised top-1 PSR from 79 / 79 / 46% (dlib-cpp /
+    # dlib-resnet / mobilefacenet) to 88 / 92 / 76% at 1.0 dB lower face PSNR, and on 20
+    # held-out people from 73 / 73 / 42% to 80 / 89 / 76%.
     #: P is kept within p_bound * budget. Pi clips A * P to the budget, so above 1 attention
     #: re-weights the perturbation instead of only shrinking it.
     p_bound: float = 2.0
