@@ -64,7 +64,7 @@ class CloakConfig:
     view_warp_grid: int = 5
     #: per-surrogate weight in the ensemble (1 for a name not listed). mobilefacenet, the
     #: surrogate with the least slack, gets 1.5: with the warp it raised its top-1 PSR by 1.3 and
-    #: 3.8 points on two 20-person slices for 1.3-2.6 points of dlib's (BENCHMARKS.md, round 3).
+    #: 3.8 points on two 20-person slices for 0-2.6 points of dlib's (BENCHMARKS.md, round 3).
     surrogate_weights: dict = field(default_factory=lambda: {"mobilefacenet": 1.5})
     max_high_fraction: float = 0.30
     use_stickers: bool = True
