@@ -10,6 +10,7 @@ as ``cloak.py``), PNG condition only. Each run appends one JSON line to
     python benchmarks/cloak_tuning.py --name paper --set p_bound=1 grad_smooth_sigma=0 mirror_gradient=false
     python benchmarks/cloak_tuning.py --name jitter2x --chain max_rotate_deg=6 max_scale=0.08 max_shift_px=6
     python benchmarks/cloak_tuning.py --name no-mirror-views --mirror-prob 0 --start 20
+    python benchmarks/cloak_tuning.py --name photos-yaw --faces ../shared/assets/faces/photos --views max_yaw=0.2
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], help="CloakConfig / enroll overrides, key=value")
     ap.add_argument("--chain", nargs="*", default=[], help="RealLifeChain overrides, key=value")
     ap.add_argument("--mirror-prob", type=float, default=None, help="mirroring probability of the augment views")
+    ap.add_argument("--views", nargs="*", default=[], help="AugmentViews overrides, key=value (lists for tuples)")
     args = ap.parse_args(argv)
     threads = configure_threads()
     overrides, chain = _pairs(args.set), _pairs(args.chain)
@@ -68,7 +71,11 @@ def main(argv=None) -> int:
             self.chain = RealLifeChain(enabled=self.config.use_eot, **chain)
 
         optimizer.UniversalCloak.__init__ = patched
-    generator = AugmentViews(mirror_prob=args.mirror_prob) if args.mirror_prob is not None else "augment"
+    views = _pairs(args.views)
+    if args.mirror_prob is not None:
+        views["mirror_prob"] = args.mirror_prob
+    views = {k: tuple(v) if isinstance(v, list) else v for k, v in views.items()}
+    generator = AugmentViews(**views) if views else "augment"
 
     entries = load_faceset(args.faces)
     ids = np.array([e["identity"] for e in entries])
@@ -90,7 +97,8 @@ def main(argv=None) -> int:
             for ev, r in bench.score_probe(prot, i, p["identity"], ids, gallery).items():
                 if r["found"]:
                     hits[ev].append(r["top1"])
-    row = {"name": args.name, "set": overrides, "chain": chain, "mirror_prob": args.mirror_prob,
+    row = {"name": args.name, "faces": Path(args.faces).name, "set": overrides, "chain": chain,
+           "mirror_prob": args.mirror_prob, "views": {k: list(v) if isinstance(v, tuple) else v for k, v in views.items()},
            "people": len(plan), "start": args.start, "probes": len(psnr),
            **{f"top1_{ev}": round(100 * float(np.mean(v)), 1) for ev, v in hits.items()},
            "psnr_face": round(float(np.mean(psnr)), 2), "enroll_median_s": round(float(np.median(seconds)), 2),
