@@ -67,7 +67,9 @@ STRENGTH_HELP = (
     "*high*: strongest protection, visibly grainier. Measured on 100 LFW people's other photos "
     "(BENCHMARKS.md, 2026-12-03), the share that face search no longer finds (dlib-cpp / "
     "dlib-resnet / mobilefacenet): *medium* 83 / 87 / 72.5% at 32.0 dB face PSNR, *high* "
-    "99.5 / 99 / 97% at 28.5 dB. No cloak is a guarantee: a recognizer it was not optimised "
+    "99.5 / 99 / 97% at 28.5 dB. On real-size photos far from the selfie (other poses, light, "
+    "years), searched among a small 19-person gallery, *medium* hid only 44-53% and *high* "
+    "93-98%: choose *high* for those. No cloak is a guarantee: a recognizer it was not optimised "
     "against (black-box rows) may still find you; a mask made against dlib alone hid only 23% "
     "of photos from mobilefacenet."
 )
