@@ -72,7 +72,7 @@ def _cmd_enroll(args) -> int:
     try:
         result = enroll(args.selfie, preset=args.strength, seed=args.seed, generator=args.generator,
                         n_views=args.views, surrogates=surrogates, store_identity=args.remember_me,
-                        progress=progress)
+                        progress=progress, device=args.device)
     finally:
         bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,10 +118,11 @@ def _cmd_apply(args) -> int:
 
     from .cloak import PersonalMask, apply_mask
     from .io import encode_png
-    from .runtime import configure_threads
+    from .runtime import configure_threads, resolve_device
 
     configure_threads()
     mask = PersonalMask.load(args.mask)
+    device = resolve_device(args.device) if args.refine > 0 else None  # a bad --device fails once, here
     photos = _photo_list(args.photos)
     if not photos:
         raise FaceprotError("No photos given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
@@ -141,7 +142,7 @@ def _cmd_apply(args) -> int:
     for p in tqdm(photos, desc="apply", unit="photo"):
         t = time.perf_counter()
         try:
-            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed)
+            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed, device=device)
             target = names[p]
             if target.exists() and not args.force:
                 raise FaceprotError(f"{target} already exists (pass --force to overwrite)")
@@ -160,6 +161,9 @@ def _cmd_apply(args) -> int:
         print(f"{len(failures)} failed: " + ", ".join(str(f) for f in failures), file=sys.stderr)
         return 1
     return 0
+
+
+DEVICE_HELP = "where the optimisation runs: auto (a GPU if there is one), cpu or cuda (default auto)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store your face embedding in the mask, to protect only your face in group photos")
     e.add_argument("--maps", metavar="DIR", help="also write the teaching maps and protected selfie here")
     e.add_argument("--force", action="store_true", help="overwrite an existing mask file")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.set_defaults(func=_cmd_enroll)
 
     a = sub.add_parser("apply", help="protect photos with a personal mask")
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--refine", type=int, default=0,
                    help="per-photo refinement steps; makes each photo's cloak different (default 0)")
     a.add_argument("--seed", type=int, default=0, help="seed of the refinement (default 0)")
+    a.add_argument("--device", default="auto", help=DEVICE_HELP.replace("optimisation", "refinement"))
     a.add_argument("--force", action="store_true", help="overwrite existing outputs")
     a.set_defaults(func=_cmd_apply)
     return p

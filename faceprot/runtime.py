@@ -35,3 +35,34 @@ def configure_threads(n: int | None = None) -> int:
             pass
         _CONFIGURED = True
     return n
+
+
+DEVICE_ENV = "FACEPROT_DEVICE"
+
+
+def resolve_device(device=None):
+    """The torch device for optimisation: ``device`` if given, else ``$FACEPROT_DEVICE``, else CUDA
+    when a GPU is visible (a GPU Space, including a ZeroGPU worker) and the CPU otherwise.
+
+    "auto" means the default. Asking for a device that is not there is a
+    :class:`~faceprot.errors.FaceprotError` with a readable message, not a torch traceback.
+    """
+    import torch
+
+    from .errors import FaceprotError
+
+    wanted = device if device is not None else os.environ.get(DEVICE_ENV, "auto")
+    if isinstance(wanted, str) and wanted.strip().lower() in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(wanted)
+    except (RuntimeError, TypeError):
+        raise FaceprotError(f"Unknown device {wanted!r}; use auto, cpu or cuda.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FaceprotError("A CUDA GPU was asked for, but this machine has none; use --device cpu or auto.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FaceprotError(f"There is no GPU {dev.index} here ({torch.cuda.device_count()} visible).")
+    elif dev.type != "cpu":
+        raise FaceprotError(f"Device {wanted!r} is not supported; use auto, cpu or cuda.")
+    return dev

@@ -106,11 +106,12 @@ class AnchorGallery:
     def embeddings(self, surrogate) -> torch.Tensor:
         """(N, D) embeddings of the anchors for one surrogate (cached per surrogate)."""
         cache = self.__dict__.setdefault("_emb", {})
-        if surrogate.name not in cache:
+        key = (surrogate.name, str(surrogate.device))
+        if key not in cache:
             x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255
             with torch.no_grad():
-                cache[surrogate.name] = torch.cat([surrogate(x[i:i + 16]) for i in range(0, len(x), 16)])
-        return cache[surrogate.name]
+                cache[key] = torch.cat([surrogate(x[i:i + 16].to(surrogate.device)) for i in range(0, len(x), 16)])
+        return cache[key]
 
 
 @dataclass
@@ -136,10 +137,11 @@ def choose_anchors(person: dict[str, torch.Tensor], surrogates: list, gallery: A
     zs, matched = [], None
     for s in surrogates:
         emb = gallery.embeddings(s)
-        sim = s.similarity(emb, person[s.name][None])
+        ref = person[s.name].to(emb.device)[None]
+        sim = s.similarity(emb, ref).cpu()
         z = (sim - sim.mean()) / (sim.std() + 1e-12)
         zs.append(z)
-        m = torch.tensor([s.is_match(float(v)) for v in s.score(emb, person[s.name][None])])
+        m = torch.tensor([s.is_match(float(v)) for v in s.score(emb, ref)])
         matched = m if matched is None else matched | m
     score = torch.stack(zs).mean(0)
     keep = ~matched

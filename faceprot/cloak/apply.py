@@ -15,6 +15,7 @@ from ..errors import FaceprotError, NoFaceError
 from ..faces import Face, Selection, detect_faces, select_faces
 from ..io import Picture, encode_png, load_image
 from ..recognizers import load_surrogate
+from ..runtime import resolve_device
 from .maskfile import PersonalMask
 from .optimizer import refine_delta
 
@@ -50,7 +51,7 @@ def faces_that_are_me(rgb: np.ndarray, faces: list[Face], mask: PersonalMask) ->
 
 
 def apply_mask(photo, mask: PersonalMask, faces: Selection = "largest", refine: int = 0,
-               detector=None, seed: int = 0) -> Protected:
+               detector=None, seed: int = 0, device: str | None = None) -> Protected:
     """Protect the chosen faces of a photo with a personal mask.
 
     Args:
@@ -62,6 +63,7 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection = "largest", refine: 
             A few steps make each photo's delta different, so the mask cannot be estimated from
             one clean/protected pair and subtracted elsewhere.
         seed: seeds the refinement's random start.
+        device: where refinement runs ("auto"/None: a GPU when there is one; "cpu"; "cuda").
     Returns:
         :class:`Protected`; only pixels in the chosen faces' regions change, each by at most the
         mask's budget (plus rounding).
@@ -76,7 +78,7 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection = "largest", refine: 
     notices = list(pic.notices)
     if faces == "all" and len(chosen) < len(found):
         notices.append(f"{len(found) - len(chosen)} face(s) too small to protect were left as they are.")
-    models = [load_surrogate(n) for n in mask.surrogates] if refine > 0 else []
+    models = [load_surrogate(n, resolve_device(device)) for n in mask.surrogates] if refine > 0 else []
     alpha = float(mask.extra.get("alpha", mask.eps / 4))
     budget = torch.from_numpy(mask.budget)
     base = torch.from_numpy(mask.delta)

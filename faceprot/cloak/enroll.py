@@ -17,6 +17,7 @@ from ..errors import FaceprotError
 from ..faces import Face, find_faces
 from ..io import Picture, load_image
 from ..recognizers import default_surrogates, load_surrogate
+from ..runtime import resolve_device
 from .anchors import AnchorGallery, Anchors, choose_anchors
 from .focus import FocusMaps, budget_map
 from .maskfile import PersonalMask
@@ -79,7 +80,7 @@ class Enrollment:
 def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment", n_views: int = 8,
            surrogates: list[str] | None = None, store_identity: bool = False, face: str | int = "largest",
            gallery: AnchorGallery | None = None, progress: Progress | None = None,
-           **overrides) -> Enrollment:
+           device: str | None = None, **overrides) -> Enrollment:
     """Make a personal mask from one selfie.
 
     Args:
@@ -93,6 +94,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
             "apply only to faces that are me").
         face: which face of the selfie ("largest" or an index).
         progress: called as progress(fraction, message).
+        device: where the optimisation runs: "auto" or None (a GPU when there is one, else the CPU;
+            ``$FACEPROT_DEVICE`` overrides), "cpu" or "cuda". The mask comes back on the CPU either way.
         overrides: any :class:`CloakConfig` field (eps, iterations, use_attention, ...).
     """
     say = progress or (lambda f, m: None)
@@ -104,7 +107,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
     names = list(surrogates) if surrogates else default_surrogates()
     if not names:
         raise FaceprotError("No face recognizer is available to optimise against.")
-    models = [load_surrogate(n) for n in names]
+    dev = resolve_device(device)
+    models = [load_surrogate(n, dev) for n in names]
     torch.manual_seed(seed)
 
     say(0.05, "Making varied views of the face")
@@ -133,7 +137,7 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
         delta=result.delta.numpy(), budget=focus.budget[None], eps=cfg.eps, eps_high=cfg.eps_high,
         surrogates=names, generator=views.generator, seed=seed, preset=preset,
         identity={k: v.numpy() for k, v in person.items()} if store_identity else None,
-        extra={**cfg.to_dict(), "views": int(len(views.images))},
+        extra={**cfg.to_dict(), "views": int(len(views.images)), "device": dev.type},
     )
     say(1.0, "Done")
     return Enrollment(mask, views, focus, result.attention, anchors, result.losses, the_face, pic,

@@ -160,11 +160,11 @@ class LearnableAttention:
     """
 
     def __init__(self, size: int = CANONICAL_SIZE, lr: float = 10.0, alpha: float = 2 / 255,
-                 enabled: bool = True):
+                 enabled: bool = True, device: torch.device | str = "cpu"):
         self.enabled = enabled
         self.lr = lr
         self.alpha = alpha
-        self.a = torch.ones(1, 1, size, size, requires_grad=enabled)
+        self.a = torch.ones(1, 1, size, size, device=device, requires_grad=enabled)
 
     def step(self, grad: torch.Tensor) -> None:
         """One update with dL/dA (1, 1, H, W)."""
@@ -175,4 +175,4 @@ class LearnableAttention:
             self.a.clamp_(0.0, 1.0)
 
     def map(self) -> np.ndarray:
-        return self.a.detach()[0, 0].numpy().copy()
+        return self.a.detach()[0, 0].cpu().numpy().copy()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..recognizers.base import module_device
 from .anchors import Anchors
 from .eot import RealLifeChain
 from .focus import LearnableAttention
@@ -107,7 +108,7 @@ def gaussian_smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return g
     r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=g.dtype) ** 2 / (2 * sigma**2))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=g.dtype, device=g.device) ** 2 / (2 * sigma**2))
     k = k / k.sum()
     c = g.shape[1]
     g = F.conv2d(F.pad(g, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -118,15 +119,17 @@ def elastic_warp(x: torch.Tensor, amplitude: float, generator: torch.Generator, 
     """(B, C, H, W) warped by a smooth random displacement field per sample, bilinear, border repeated.
 
     The field is a ``grid`` x ``grid`` lattice of independent normal displacements (std
-    ``amplitude`` px per axis), interpolated bicubically over the image.
+    ``amplitude`` px per axis), interpolated bicubically over the image. The lattice is drawn on
+    ``generator``'s device (the CPU's, in faceprot) whatever ``x``'s is, so a seed gives the same
+    field on a GPU as on a CPU.
     """
     if amplitude <= 0:
         return x
     b, _, h, w = x.shape
-    coarse = torch.randn(b, 2, grid, grid, generator=generator, dtype=x.dtype) * amplitude
-    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
-    xs = (torch.arange(w, dtype=x.dtype) * 2 + 1) / w - 1
-    ys = (torch.arange(h, dtype=x.dtype) * 2 + 1) / h - 1
+    coarse = torch.randn(b, 2, grid, grid, generator=generator, dtype=x.dtype, device=generator.device)
+    field = F.interpolate(coarse.to(x.device) * amplitude, size=(h, w), mode="bicubic", align_corners=True)
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) * 2 + 1) / h - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     sample = torch.stack([gx + field[:, 0] * 2 / w, gy + field[:, 1] * 2 / h], -1)
     return F.grid_sample(x, sample, mode="bilinear", padding_mode="border", align_corners=False)
@@ -137,8 +140,22 @@ def _unit(g: torch.Tensor) -> torch.Tensor:
     return g / (g.abs().mean() + 1e-20)
 
 
+def _device_of(surrogates: list) -> torch.device:
+    """The one device all surrogates sit on (the optimisation runs there)."""
+    devices = {module_device(s) for s in surrogates}
+    if len(devices) != 1:
+        raise ValueError(f"All surrogates must be on one device, found {sorted(map(str, devices))}.")
+    return devices.pop()
+
+
 class UniversalCloak:
-    """Sign-gradient PGD on one perturbation over all views, with learnable attention and EOT."""
+    """Sign-gradient PGD on one perturbation over all views, with learnable attention and EOT.
+
+    It runs on the surrogates' device (load them with ``load_surrogate(name, device)``); inputs may
+    be anywhere and the result comes back on the CPU. Random draws come from a CPU generator, so a
+    seed gives the same views, warps and real-life chain on a GPU as on a CPU; the GPU's float
+    sums differ in the last bits, which sign steps can amplify, so the masks are alike, not equal.
+    """
 
     def __init__(self, surrogates: list, config: CloakConfig | None = None):
         self.surrogates = list(surrogates)
@@ -147,8 +164,8 @@ class UniversalCloak:
 
     @torch.no_grad()
     def person_embeddings(self, views: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per surrogate, the mean clean embedding over views (the person's identity)."""
-        return {s.name: s(views).mean(0) for s in self.surrogates}
+        """Per surrogate, the mean clean embedding over views (the person's identity), on the CPU."""
+        return {s.name: s(views.to(s.device)).mean(0).cpu() for s in self.surrogates}
 
     def __call__(self, views: torch.Tensor, budget: torch.Tensor, anchors: Anchors | None,
                  person: dict[str, torch.Tensor], seed: int = 0,
@@ -164,10 +181,13 @@ class UniversalCloak:
             progress: called as progress(iteration, iterations).
         """
         cfg = self.config
+        dev = _device_of(self.surrogates)
+        views, budget = views.to(dev), budget.to(dev)
+        person = {k: v.to(dev) for k, v in person.items()}
         gen = torch.Generator().manual_seed(seed)
-        p = torch.zeros(1, *views.shape[1:], requires_grad=True)
+        p = torch.zeros(1, *views.shape[1:], device=dev, requires_grad=True)
         attention = LearnableAttention(views.shape[-1], lr=cfg.attention_lr, alpha=cfg.alpha,
-                                       enabled=cfg.use_attention)
+                                       enabled=cfg.use_attention, device=dev)
         use_anchors = cfg.use_anchors and anchors is not None
         wrt = [p, attention.a] if cfg.use_attention else [p]
         momentum = torch.zeros_like(p)
@@ -184,8 +204,8 @@ class UniversalCloak:
             g_views = torch.zeros_like(leaf)
             total = 0.0
             for k, s in enumerate(self.surrogates):
-                near = anchors.near[s.name] if use_anchors else None
-                far = anchors.far[s.name] if use_anchors else None
+                near = anchors.near[s.name].to(dev) if use_anchors else None
+                far = anchors.far[s.name].to(dev) if use_anchors else None
                 loss = cloak_loss(s, s(x), near, far, person[s.name], cfg.self_weight)
                 (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
                 w = float(cfg.surrogate_weights.get(s.name, 1.0))
@@ -207,7 +227,7 @@ class UniversalCloak:
                 progress(it + 1, cfg.iterations)
         with torch.no_grad():
             delta = torch.maximum(torch.minimum(attention.a * p, budget), -budget)[0]
-        return CloakResult(delta.detach(), attention.map(), losses)
+        return CloakResult(delta.detach().cpu(), attention.map(), losses)
 
 
 def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, surrogates: list,
@@ -217,16 +237,20 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
     Pushes the photo's embedding away from its own clean embedding on every surrogate, from a
     random start around the mask, so two protected photos no longer carry the same delta.
 
+    Runs on the surrogates' device; inputs may be anywhere.
+
     Args:
         x: (1, 3, 256, 256) the clean canonical face of this photo, [0, 1].
         delta: (3, 256, 256) the mask; budget: (1, 256, 256).
     Returns:
-        (3, 256, 256) refined delta, |delta| <= budget.
+        (3, 256, 256) refined delta on the CPU, |delta| <= budget.
     """
+    dev = _device_of(surrogates)
+    x, delta, budget = x.to(dev), delta.to(dev), budget.to(dev)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         clean = {s.name: s(x)[0] for s in surrogates}
-        start = delta + (torch.rand(delta.shape, generator=gen) * 2 - 1) * alpha
+        start = delta + (torch.rand(delta.shape, generator=gen) * 2 - 1).to(dev) * alpha
         d = torch.maximum(torch.minimum(start, budget), -budget)[None].clone()
     d.requires_grad_(True)
     for _ in range(steps):
@@ -237,4 +261,4 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
         with torch.no_grad():
             d -= alpha * g.sign()
             d.copy_(torch.maximum(torch.minimum(d, budget), -budget))
-    return d.detach()[0]
+    return d.detach()[0].cpu()

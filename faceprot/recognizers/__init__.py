@@ -10,6 +10,7 @@ This module is the surrogate registry: ``load_surrogate(name)`` builds one (weig
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Callable
@@ -153,11 +154,27 @@ def _spec(name: str) -> SurrogateSpec:
 
 
 @functools.lru_cache(maxsize=None)
-def load_surrogate(name: str) -> Surrogate:
-    """Build a surrogate once per process. Raises ModelUnavailableError if its weights are missing."""
-    model = _spec(name).factory()
-    model.eval()
-    return model
+def _build(name: str, device: str) -> Surrogate:
+    if device == "cpu":
+        model = _spec(name).factory()
+        model.eval()
+        return model
+    # Built once on the CPU (weights come through the registry there), then copied to the GPU:
+    # the CPU model stays as it is for the evaluators, which score finished photos on the CPU.
+    return copy.deepcopy(_build(name, "cpu")).to(device)
+
+
+def load_surrogate(name: str, device: str | torch.device = "cpu") -> Surrogate:
+    """Build a surrogate once per process and device. Raises ModelUnavailableError if its weights
+    are missing. ``device`` is a torch device ("cpu", "cuda", "cuda:1"); see
+    :func:`faceprot.runtime.resolve_device` for choosing one."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # "cuda" and "cuda:0" share one
+    return _build(name, str(dev))
+
+
+load_surrogate.cache_clear = _build.cache_clear  # type: ignore[attr-defined]
 
 
 def default_surrogates() -> list[str]:

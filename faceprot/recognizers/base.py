@@ -49,6 +49,15 @@ class DlibChip(nn.Module):
                              mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for a module with neither)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A verification threshold in the recognizer's own metric, and where it came from."""
@@ -68,6 +77,11 @@ class Surrogate(nn.Module):
     name: str = ""
     metric: str = "cosine"
     threshold: Threshold
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; inputs must be moved there."""
+        return module_device(self)
 
     def crop(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
