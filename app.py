@@ -148,7 +148,9 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
         name = Path(path).name
         try:
             pic = load_image(path)
-            result = apply_mask(pic, mask, faces=which, refine=int(refine), seed=k)
+            # Refinement stays on the CPU here: this handler is not a spaces.GPU function, and on
+            # ZeroGPU CUDA is only real inside one.
+            result = apply_mask(pic, mask, faces=which, refine=int(refine), seed=k, device="cpu")
             target = out / f"{Path(path).stem}-protected.png"
             n = 1
             while target.exists():
