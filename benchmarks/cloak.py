@@ -53,7 +53,15 @@ EVALUATORS = ["dlib-cpp", "dlib-resnet", "mobilefacenet"]
 SETTINGS = {"dlib-resnet": ["dlib-resnet"], "mobilefacenet": ["mobilefacenet"],
             "both": ["dlib-resnet", "mobilefacenet"]}
 CACHE_VERSION = "1"
-REFINE_STEPS = 3  # the "small refine" of the mask-reuse study
+#: mask-reuse settings of a full run: "N" = apply with refine=N and strip_weight 0 (the only
+#: refinement until 2026-12-04; runs up to lfw-full-v4 measured "0" and "3"), "Ns" = with the
+#: strip-resistant loss (strip_weight 1, apply_mask's default); --reuse-settings changes them
+REUSE_SETTINGS = ("0", "3s", "10s")
+
+
+def reuse_setting(key: str) -> tuple[int, float]:
+    """'3' -> (3 refine steps, strip weight 0); '3s' -> (3, 1.0)."""
+    return (int(key[:-1]), 1.0) if key.endswith("s") else (int(key), 0.0)
 
 
 # ----------------------------------------------------------------------------------- gallery
@@ -97,13 +105,14 @@ def _embed(name: str, rgb: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------- protocol
 
 
-def plan_people(entries: list[dict], n_faces: np.ndarray, people: int) -> list[dict]:
-    """Per identity: the selfie (first single-face photo) and the probes (other single-face ones)."""
+def plan_people(entries: list[dict], n_faces: np.ndarray, people: int, start: int = 0) -> list[dict]:
+    """Per identity: the selfie (first single-face photo) and the probes (other single-face ones);
+    ``people`` of them (0 = all) from the ``start``-th."""
     by: dict[str, list[int]] = {}
     for i, e in enumerate(entries):
         if n_faces[i] == 1:
             by.setdefault(e["identity"], []).append(i)
-    plan = [{"identity": k, "selfie": v[0], "probes": v[1:]} for k, v in by.items() if len(v) >= 2]
+    plan = [{"identity": k, "selfie": v[0], "probes": v[1:]} for k, v in by.items() if len(v) >= 2][start:]
     return plan[:people] if people else plan
 
 
@@ -309,7 +318,7 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
         evaluate("baseline-released", lambda rgb, f: rc.apply(rgb, f))
         evaluate("reference-per-image", lambda rgb, f: per_image_pgd(rgb, f, SETTINGS["both"], "medium", args.seed),
                  conditions=("png",))
-        rec["reuse"] = mask_reuse(main, probes, p, entries, ids, gallery)
+        rec["reuse"] = mask_reuse(main, probes, p, entries, ids, gallery, args.reuse_settings)
         rec["edge_correlation"] = edge_correlation(main)
     return rec
 
@@ -323,8 +332,9 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def mask_reuse(en, probes, p, entries, ids, gallery) -> dict:
-    """The subtraction attack and cross-photo delta correlation, with refine=0 and a small refine.
+def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) -> dict:
+    """The subtraction attack and cross-photo delta correlation, per apply setting (see
+    :func:`reuse_setting`; by default refine=0 and a small refine).
 
     The attacker has one clean/protected pair of the person (the first probe), estimates the mask
     in canonical space (align both, subtract), and subtracts it from the person's other protected
@@ -334,8 +344,12 @@ def mask_reuse(en, probes, p, entries, ids, gallery) -> dict:
     faces = [(i, clean, find_faces(clean)[0]) for i, clean in probes]
     if len(faces) < 2:
         return out
-    for refine in (0, REFINE_STEPS):
-        prot = [apply_mask(clean, en.mask, refine=refine, seed=k).picture.rgb for k, (_, clean, _) in enumerate(faces)]
+    for key in settings:
+        refine, strip = reuse_setting(key)
+        t = time.perf_counter()
+        prot = [apply_mask(clean, en.mask, refine=refine, seed=k, strip_weight=strip).picture.rgb
+                for k, (_, clean, _) in enumerate(faces)]
+        seconds = (time.perf_counter() - t) / len(faces)
         _, c0, f0 = faces[0]
         est = _canonical_delta(c0, prot[0], f0)
         corr = _corr(_canonical_delta(faces[0][1], prot[0], f0), _canonical_delta(faces[1][1], prot[1], faces[1][2]))
@@ -344,7 +358,8 @@ def mask_reuse(en, probes, p, entries, ids, gallery) -> dict:
             attacked = paste_back(pr, f.transform, -est)
             rows.append({"probe": entries[i]["file"], "before": score_probe(pr, i, p["identity"], ids, gallery),
                          "after": score_probe(attacked, i, p["identity"], ids, gallery)})
-        out[f"refine{refine}"] = {"delta_correlation": corr, "probes": rows}
+        name = f"refine{refine}" + (f"-strip{strip:g}" if strip else "")
+        out[name] = {"delta_correlation": corr, "seconds_per_photo": seconds, "probes": rows}
     return out
 
 
@@ -387,6 +402,18 @@ def run_sweeps(p, entries, ids, gallery, args) -> dict:
                 rows.append(score_probe(prot, i, p["identity"], ids, gallery))
             out[f"{sweep}={pt['label']}"] = rows
     return out
+
+
+def run_reuse(p, entries, ids, gallery, args) -> dict:
+    """The mask-reuse study alone: the medium mask of both surrogates, each --reuse-settings."""
+    selfie = load_image(entries[p["selfie"]]["path"]).rgb
+    probes = [(i, load_image(entries[i]["path"]).rgb) for i in p["probes"]]
+    t = time.perf_counter()
+    en = enroll(selfie, preset="medium", seed=args.seed, surrogates=SETTINGS["both"])
+    return {"identity": p["identity"], "selfie": entries[p["selfie"]]["file"],
+            "probes": [entries[i]["file"] for i in p["probes"]], "methods": {},
+            "times": {"enroll/medium/both": time.perf_counter() - t},
+            "reuse": mask_reuse(en, probes, p, entries, ids, gallery, args.reuse_settings)}
 
 
 # ----------------------------------------------------------------------------------- timing
@@ -475,6 +502,9 @@ def summarise(all_records: list[dict]) -> dict:
         for key in reuse[0]:
             rows = [row for ru in reuse for row in ru.get(key, {}).get("probes", [])]
             s["reuse"][key] = {"delta_correlation": float(np.mean([ru[key]["delta_correlation"] for ru in reuse if key in ru]))}
+            secs = [ru[key]["seconds_per_photo"] for ru in reuse if "seconds_per_photo" in ru.get(key, {})]
+            if secs:
+                s["reuse"][key]["seconds_per_photo"] = float(np.median(secs))
             for ev in EVALUATORS:
                 for when in ("before", "after"):
                     found = [row[when][ev] for row in rows if row[when][ev]["found"]]
@@ -521,6 +551,10 @@ def markdown(s: dict, meta: dict) -> str:
         for k, v in s["reuse"].items():
             lines.append(f"| {k} | {v['delta_correlation']:.3f} | " + " | ".join(
                 f"{_pct(v[f'{ev}_top1_before'])} / {_pct(v[f'{ev}_top1_after'])}" for ev in EVALUATORS) + " |")
+        secs = {k: v["seconds_per_photo"] for k, v in s["reuse"].items() if "seconds_per_photo" in v}
+        if secs:
+            lines += ["", "Apply time per photo, detection included (median over people): " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in secs.items()) + "."]
     if "edge_correlation" in s:
         lines += ["", f"Correlation of |delta| with the selfie's high-pass edge map: {s['edge_correlation']:.3f}."]
     if "sweeps" in s:
@@ -585,6 +619,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
     ap.add_argument("--people", type=int, default=100, help="people to enroll (0 = all with >= 2 photos)")
+    ap.add_argument("--start", type=int, default=0, help="skip this many people first (a held-out slice)")
     ap.add_argument("--quick", action="store_true", help="CI mode: 20 people, medium ensemble + noise baseline, asserts")
     ap.add_argument("--sweep-people", type=int, default=30)
     ap.add_argument("--no-sweeps", action="store_true")
@@ -595,14 +630,25 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="merge all shards of the run and write the report")
     ap.add_argument("--run", default=None, help="run name (default from the faces folder and mode)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-only", action="store_true",
+                    help="only the mask-reuse study (medium, both surrogates), per person (shardable, resumable)")
+    ap.add_argument("--reuse-settings", default=",".join(REUSE_SETTINGS),
+                    help="apply settings of the mask-reuse study: N = refine N steps, Ns = with the "
+                         "strip-resistant loss (default %(default)s)")
     args = ap.parse_args(argv)
+    args.reuse_settings = [k.strip() for k in args.reuse_settings.split(",") if k.strip()]
+    for k in args.reuse_settings:
+        try:
+            reuse_setting(k)
+        except ValueError:
+            ap.error(f"--reuse-settings: {k!r} is not N or Ns")
     if args.quick:
         args.people = 20
         args.no_sweeps = True
     args.variants = [("medium", "both")] if args.quick else [
         ("medium", "both"), ("medium", "dlib-resnet"), ("medium", "mobilefacenet"), ("high", "both")]
     faces = Path(args.faces)
-    run = args.run or f"{faces.name}-{'quick' if args.quick else 'full'}"
+    run = args.run or f"{faces.name}-{'quick' if args.quick else 'reuse' if args.reuse_only else 'full'}"
     out = RESULTS / "cloak" / run
     out.mkdir(parents=True, exist_ok=True)
     meta = {"run": run, "faces": str(faces), "machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
@@ -613,7 +659,7 @@ def main(argv=None) -> int:
 
     if args.report:
         records, metas = [], []
-        for f in sorted(out.glob("shard-*.json")) + sorted(out.glob("sweeps-*.json")):
+        for f in sorted(out.glob("shard-*.json")) + sorted(out.glob("sweeps-*.json")) + sorted(out.glob("reuse-*.json")):
             d = json.loads(f.read_text())
             records += d["people"]
             metas.append(d["meta"])
@@ -634,13 +680,17 @@ def main(argv=None) -> int:
     entries = load_faceset(faces)
     ids = np.array([e["identity"] for e in entries])
     gallery, n_faces = gallery_embeddings(entries, RESULTS / "cache")
-    plan = plan_people(entries, n_faces, args.people)
+    plan = plan_people(entries, n_faces, args.people, args.start)
     i, n = (int(v) for v in args.shard.split("/"))
     mine = plan[i - 1::n]
     shard_file = out / f"shard-{i}-of-{n}.json"
     done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
     have = {r["identity"] for r in done}
     sweep_ids = {p["identity"] for p in plan[: args.sweep_people]}
+    if args.reuse_only:
+        shard_file = out / f"reuse-{i}-of-{n}.json"
+        done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
+        have = {r["identity"] for r in done}
     if args.sweeps_only:
         mine = plan[: args.sweep_people][i - 1::n]
         shard_file = out / f"sweeps-{i}-of-{n}.json"
@@ -653,12 +703,19 @@ def main(argv=None) -> int:
             done.append({"identity": p["identity"], "sweeps": run_sweeps(p, entries, ids, gallery, args)})
             shard_file.write_text(json.dumps({"meta": meta, "people": done}))
             continue
+        if args.reuse_only:
+            done.append(run_reuse(p, entries, ids, gallery, args))
+            shard_file.write_text(json.dumps({"meta": meta, "people": done}))
+            continue
         rec = run_person(p, entries, ids, gallery, args, out / "images")
         if not args.no_sweeps and p["identity"] in sweep_ids:
             rec["sweeps"] = run_sweeps(p, entries, ids, gallery, args)
         done.append(rec)
         shard_file.write_text(json.dumps({"meta": meta, "people": done}))
     if args.sweeps_only:
+        return 0
+    if args.reuse_only:
+        print(markdown(summarise(done), meta))
         return 0
     if i == 1 and not args.quick:
         (out / "timing.json").write_text(json.dumps(timing(args)))

@@ -232,3 +232,28 @@ def test_mirrored_gradient_makes_a_symmetric_perturbation():
     assert out[True].abs().max() > 0
     assert torch.equal(out[True], out[True].flip(-1))
     assert not torch.equal(out[False], out[False].flip(-1))
+
+
+def test_refinement_keeps_protecting_after_the_mask_is_subtracted(enrolled, obama):
+    """Someone with the mask (estimated from one clean/protected pair) subtracts it from another
+    protected photo. The strip-resistant refinement (the default) leaves that photo further from
+    its clean self, on each surrogate, than refinement of the posted photo alone does."""
+    from faceprot.canonical import align
+    from faceprot.recognizers import load_surrogate
+
+    mask = enrolled.mask
+    pic = load_image(obama[2])
+    face = find_faces(pic.rgb)[0]
+    x = torch.from_numpy(align(pic.rgb, face.transform)).permute(2, 0, 1)[None].float() / 255
+    stripped = {}
+    for w in (0.0, 1.0):
+        d = torch.from_numpy(apply_mask(pic, mask, refine=4, seed=2, strip_weight=w).deltas[0])
+        assert (d.abs() <= torch.from_numpy(mask.budget) + 1e-6).all()
+        stripped[w] = (x + d - torch.from_numpy(mask.delta)).clamp(0, 1)
+    for name in mask.surrogates:
+        s = load_surrogate(name)
+        with torch.no_grad():
+            clean = s(x)
+            sim = {w: float(s.similarity(s(v), clean)) for w, v in stripped.items()}
+        assert sim[1.0] < sim[0.0], (name, sim)
+    assert apply_mask(pic, mask, refine=4, seed=2).png() == apply_mask(pic, mask, refine=4, seed=2, strip_weight=1.0).png()

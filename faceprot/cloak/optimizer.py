@@ -231,11 +231,17 @@ class UniversalCloak:
 
 
 def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, surrogates: list,
-                 steps: int, alpha: float, seed: int = 0) -> torch.Tensor:
+                 steps: int, alpha: float, seed: int = 0, strip_weight: float = 0.0) -> torch.Tensor:
     """Per-photo refinement: ``steps`` sign-PGD steps from the mask, inside its budget.
 
     Pushes the photo's embedding away from its own clean embedding on every surrogate, from a
     random start around the mask, so two protected photos no longer carry the same delta.
+
+    With ``strip_weight`` > 0 it also protects the photo as someone who strips the mask would
+    leave it: whoever has one clean/protected pair of the person can estimate the universal mask
+    and subtract it from every other protected photo. The loss adds, with that weight, the
+    similarity of ``x + d - delta`` (the refined photo with the mask subtracted) to the clean
+    embedding, so the refined delta keeps protecting after the subtraction.
 
     Runs on the surrogates' device; inputs may be anywhere.
 
@@ -256,7 +262,12 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
     for _ in range(steps):
         g = torch.zeros_like(d)
         for s in surrogates:  # a fresh graph per surrogate (each grad call frees its graph)
-            loss = similarity(s, s((x + d).clamp(0, 1)), clean[s.name]).mean()
+            seen = (x + d).clamp(0, 1)
+            if strip_weight > 0:  # the photo as posted, and as left after the mask is subtracted
+                sims = similarity(s, s(torch.cat([seen, (seen - delta).clamp(0, 1)])), clean[s.name])
+                loss = sims[0] + strip_weight * sims[1]
+            else:
+                loss = similarity(s, s(seen), clean[s.name]).mean()
             g += _unit(torch.autograd.grad(loss, d)[0])
         with torch.no_grad():
             d -= alpha * g.sign()
