@@ -17,8 +17,10 @@ import zipfile
 from pathlib import Path
 
 from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
-from faceprot.errors import FaceprotError
-from faceprot.evaluators import compare_photos
+from faceprot.errors import FaceprotError, NoFaceError
+from faceprot.evaluators import EVALUATOR_NAMES, available_evaluators, compare_photos
+from faceprot.faces import find_faces
+from faceprot.recognizers import surrogate_available
 from faceprot.io import encode_png, load_image
 from faceprot.runtime import configure_threads
 
@@ -32,6 +34,21 @@ Protect your face photos from face recognition, and see honestly how much protec
 Scores come from several recognizers: **white-box** ones were attacked during protection,
 **black-box** ones were not (they show whether protection transfers).
 """
+
+
+def recognizers_note() -> str:
+    """Which recognizers this server has, and which it lacks (their weights are not installed)."""
+    here = available_evaluators()
+    missing = [f"{n} ({surrogate_available(n)[1]})" for n in EVALUATOR_NAMES if n not in here]
+    note = "Recognizers on this server: " + ", ".join(f"**{n}**" for n in here) + "."
+    if missing:
+        note += (" Not installed here, so neither attacked nor scored: " + "; ".join(missing) + ".")
+    return note
+
+
+def _mention_name(e: Exception, path: str) -> str:
+    """The error's message with the server's temporary path shown as the file's own name."""
+    return str(e).replace(str(path), Path(path).name)
 
 
 def _score_rows(scores) -> list[list]:
@@ -48,11 +65,24 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
     """Check tab: do two photos show the same person, according to each recognizer?"""
     if not photo_a or not photo_b:
         raise gr.Error("Please upload two photos.")
+    pics = {}
     try:
         progress(0.1, desc="Reading photos")
-        a, b = load_image(photo_a), load_image(photo_b)
+        for label, path in (("A", photo_a), ("B", photo_b)):
+            try:
+                pics[label] = load_image(path)
+            except FaceprotError as e:
+                raise gr.Error(f"Photo {label}: {_mention_name(e, path)}") from None
+        a, b = pics["A"], pics["B"]
         progress(0.3, desc="Detecting faces and scoring")
         scores = compare_photos(a.rgb, b.rgb)
+    except NoFaceError as e:  # say which photo (the detector runs again only on this error path)
+        try:
+            find_faces(a.rgb)
+            which = "B"
+        except NoFaceError:
+            which = "A"
+        raise gr.Error(f"Photo {which}: {e}") from None
     except FaceprotError as e:
         raise gr.Error(str(e)) from None
     notes = a.notices + b.notices
@@ -64,7 +94,8 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
 STRENGTH_HELP = (
     "**Strength trades protection for visibility.** *low*: hardest to see, weakest protection. "
     "*medium*: the FaceCloak paper's setting (8/255, 16/255 on eyes, nose, mouth and edges). "
-    "*high*: strongest protection, visibly grainier. Measured on 100 LFW people's other photos "
+    "*high*: strongest protection, visibly grainier. Measured with both dlib-resnet and "
+    "mobilefacenet as surrogates on 100 LFW people's other photos "
     "(BENCHMARKS.md, 2026-12-03), the share that face search no longer finds (dlib-cpp / "
     "dlib-resnet / mobilefacenet): *medium* 83 / 87 / 72.5% at 32.0 dB face PSNR, *high* "
     "99.5 / 99 / 97% at 28.5 dB. On real-size photos far from the selfie (other poses, light, "
@@ -123,7 +154,7 @@ def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress
                f"({m.generator}); strength **{m.preset}** (eps {m.eps * 255:.0f}/255, "
                f"{m.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {m.seed}, "
                f"surrogates: {', '.join(m.surrogates)}. The table compares your selfie with its "
-               "protected copy: *different person* means that recognizer no longer matches them.")
+               "protected copy: *no match* means that recognizer no longer matches them.")
     if m.identity:
         summary += " The mask file stores your face embedding (you opted in): keep it private."
     notes = pic.notices + protected.notices
@@ -141,9 +172,9 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
     try:
         mask = PersonalMask.load(mask_file)
     except FaceprotError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(_mention_name(e, mask_file)) from None
     out = _out_dir()
-    written, rows, failed = [], [], []
+    written, rows, failed, still_found = [], [], [], {}
     for k, path in enumerate(progress.tqdm(photos, desc="Protecting photos")):
         name = Path(path).name
         try:
@@ -160,8 +191,10 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
             written.append(target)
             for s in compare_photos(pic.rgb, result.picture.rgb, surrogates=mask.surrogates):
                 rows.append([name, *_score_rows([s])[0]])
+                if s.match:
+                    still_found.setdefault(name, []).append(s.evaluator)
         except FaceprotError as e:
-            failed.append(f"{name}: {e}")
+            failed.append(f"{name}: {_mention_name(e, path)}")
     if not written:
         raise gr.Error("No photo could be protected. " + " ".join(failed))
     download = written[0]
@@ -170,14 +203,21 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
         with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
             for w in written:
                 z.write(w, w.name)
-    status = f"Protected {len(written)} of {len(photos)} photo(s)."
+    status = f"Mask applied to {len(written)} of {len(photos)} photo(s)."
+    if still_found:
+        status += (f"\n\n**Still recognised: {len(still_found)} of {len(written)}.** A recognizer still "
+                   "matches these protected photos to their originals, so the mask does not hide them "
+                   "from it: " + "; ".join(f"{n} ({', '.join(evs)})" for n, evs in still_found.items())
+                   + ". Refinement steps, or a mask made at strength *high*, protect more.")
+    else:
+        status += " No recognizer here matches any of them to its original any more."
     if failed:
-        status += " Not protected:\n" + "\n".join(f"- {f}" for f in failed)
+        status += "\n\nNot protected:\n" + "\n".join(f"- {f}" for f in failed)
     return [str(w) for w in written], str(download), rows, status
 
 
 with gr.Blocks(title="faceprot") as demo:
-    gr.Markdown(INTRO)
+    gr.Markdown(INTRO + "\n" + recognizers_note())
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person.")
         with gr.Row():
@@ -214,7 +254,8 @@ with gr.Blocks(title="faceprot") as demo:
         protect_table = gr.Dataframe(headers=SCORE_HEADERS, label="Selfie vs protected selfie",
                                      interactive=False, wrap=True)
         protect_btn.click(protect, [selfie, strength, seed, generator, remember],
-                          [slider, mask_out, maps, protect_table, protect_summary], api_name="protect")
+                          [slider, mask_out, maps, protect_table, protect_summary], api_name="protect",
+                          show_progress_on=slider)  # one progress bar, not one per output
 
     with gr.Tab("Apply my mask"):
         gr.Markdown("Protect new photos of yourself with your saved mask. Only faces change; "
@@ -226,8 +267,10 @@ with gr.Blocks(title="faceprot") as demo:
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with the embedding stored.")
                 refine = gr.Slider(0, 10, value=0, step=1, label="Per-photo refinement steps",
-                                   info="A few steps make each photo's cloak different, so it cannot "
-                                        "be estimated from one photo and stripped from the others.")
+                                   info="0: your mask as it is (instant), the same on every photo, so "
+                                        "whoever has one original and protected pair can estimate it "
+                                        "and strip it from the rest. 10: each photo gets its own cloak "
+                                        "that keeps protecting after such stripping (about 1 s per face).")
                 apply_btn = gr.Button("Apply", variant="primary")
             with gr.Column():
                 gallery = gr.Gallery(label="Protected photos", format="png", columns=3, height=360)
@@ -236,7 +279,8 @@ with gr.Blocks(title="faceprot") as demo:
         apply_table = gr.Dataframe(headers=["photo", *SCORE_HEADERS], label="Original vs protected",
                                    interactive=False, wrap=True)
         apply_btn.click(apply_tab, [mask_in, photos_in, which, refine],
-                        [gallery, download, apply_table, apply_status], api_name="apply")
+                        [gallery, download, apply_table, apply_status], api_name="apply",
+                        show_progress_on=gallery)
 
 
 if __name__ == "__main__":

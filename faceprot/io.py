@@ -261,7 +261,7 @@ def _unidentified_message(name: str, head: bytes) -> str:
         return _damaged_message(name, fmt, None)
     return (
         f"{name} is not an image faceprot can read (not a recognised picture format). "
-        "Use JPEG, PNG, WebP or HEIC (HEIC needs pillow-heif); TIFF, BMP and GIF also work"
+        "Use JPEG, PNG, WebP or HEIC (HEIC needs pillow-heif); TIFF, BMP and GIF also work."
     )
 
 

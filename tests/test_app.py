@@ -61,6 +61,10 @@ def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_mani
     with pytest.raises(Exception) as e:
         client.predict(handle_file(str(blank)), handle_file(photos_manifest[0]["path"]), api_name="/check")
     assert "No face was found" in str(e.value)
+    assert "Photo A" in str(e.value)  # which of the two photos
+    with pytest.raises(Exception) as e:
+        client.predict(handle_file(photos_manifest[0]["path"]), handle_file(str(blank)), api_name="/check")
+    assert "Photo B" in str(e.value)
 
 
 def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_path):
@@ -102,9 +106,29 @@ def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest
         names = z.namelist()
         assert len(names) == 2 and all(n.endswith("-protected.png") for n in names)
         assert all(z.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
-    assert "Protected 2 of 3" in status and "broken.jpg" in status
+    assert "Mask applied to 2 of 3" in status and "broken.jpg" in status
+    assert "/gradio/" not in status and str(tmp_path) not in status  # file names, not server paths
     assert {r[1] for r in table["data"]} >= {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    # The verdict line agrees with the table: photos that some recognizer still matches are named.
+    still = sorted({r[0] for r in table["data"] if r[6] == "match"})
+    if still:
+        assert f"Still recognised: {len(still)} of 2" in status and all(n in status for n in still)
+    else:
+        assert "No recognizer here matches any of them" in status
     corrupt = tmp_path / "corrupt.faceprot"
     corrupt.write_bytes(mask_path.read_bytes()[:300])
-    with pytest.raises(Exception, match="not a readable faceprot mask"):
+    with pytest.raises(Exception, match="not a readable faceprot mask") as e:
         client.predict(handle_file(str(corrupt)), [handle_file(obama[1])], "largest", 0, api_name="/apply")
+    assert "corrupt.faceprot is not" in str(e.value) and "/gradio/" not in str(e.value)
+
+
+def test_intro_names_the_recognizers_that_are_missing(monkeypatch, tmp_path):
+    import app
+    from faceprot import registry
+
+    assert "**mobilefacenet**" in app.recognizers_note()  # ../shared's mirror has it
+    monkeypatch.setenv(registry.MODEL_DIR_ENV, str(tmp_path))  # an empty mirror: no MobileFaceNet
+    note = app.recognizers_note()
+    assert "**mobilefacenet**" not in note
+    assert "Not installed here" in note and "mobilefacenet (MobileFaceNet.onnx: missing)" in note
+    assert "**dlib-cpp**" in note and "**dlib-resnet**" in note
