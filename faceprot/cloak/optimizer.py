@@ -231,17 +231,17 @@ class UniversalCloak:
 
 
 def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, surrogates: list,
-                 steps: int, alpha: float, seed: int = 0, strip_weight: float = 0.0) -> torch.Tensor:
+                 steps: int, alpha: float, seed: int = 0, strip_weight: float = 1.0) -> torch.Tensor:
     """Per-photo refinement: ``steps`` sign-PGD steps from the mask, inside its budget.
 
     Pushes the photo's embedding away from its own clean embedding on every surrogate, from a
     random start around the mask, so two protected photos no longer carry the same delta.
 
-    With ``strip_weight`` > 0 it also protects the photo as someone who strips the mask would
-    leave it: whoever has one clean/protected pair of the person can estimate the universal mask
-    and subtract it from every other protected photo. The loss adds, with that weight, the
-    similarity of ``x + d - delta`` (the refined photo with the mask subtracted) to the clean
-    embedding, so the refined delta keeps protecting after the subtraction.
+    With ``strip_weight`` > 0 (the default) it also protects the photo as someone who strips
+    the mask would leave it: whoever has one clean/protected pair of the person can estimate the
+    universal mask and subtract it from every other protected photo. The loss adds, with that
+    weight, the similarity of ``x + d - delta`` (the refined photo with the mask subtracted) to
+    the clean embedding, so the refined delta keeps protecting after the subtraction.
 
     Runs on the surrogates' device; inputs may be anywhere.
 
