@@ -52,17 +52,18 @@ def resolve_device(device=None):
     from .errors import FaceprotError
 
     wanted = device if device is not None else os.environ.get(DEVICE_ENV, "auto")
+    said = f"{DEVICE_ENV}={wanted}: " if device is None else ""  # where a bad value came from
     if isinstance(wanted, str) and wanted.strip().lower() in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(wanted)
     except (RuntimeError, TypeError):
-        raise FaceprotError(f"Unknown device {wanted!r}; use auto, cpu or cuda.") from None
+        raise FaceprotError(f"{said}Unknown device {wanted!r}; use auto, cpu or cuda.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise FaceprotError("A CUDA GPU was asked for, but this machine has none; use --device cpu or auto.")
+            raise FaceprotError(f"{said}A CUDA GPU was asked for, but this machine has none; use cpu or auto.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FaceprotError(f"There is no GPU {dev.index} here ({torch.cuda.device_count()} visible).")
+            raise FaceprotError(f"{said}There is no GPU {dev.index} here ({torch.cuda.device_count()} visible).")
     elif dev.type != "cpu":
-        raise FaceprotError(f"Device {wanted!r} is not supported; use auto, cpu or cuda.")
+        raise FaceprotError(f"{said}Device {wanted!r} is not supported; use auto, cpu or cuda.")
     return dev

@@ -38,6 +38,9 @@ def test_device_choice(monkeypatch):
     for bad, words in [("gpu0", "Unknown device"), ("meta", "not supported")]:
         with pytest.raises(FaceprotError, match=words):
             resolve_device(bad)
+    monkeypatch.setenv(DEVICE_ENV, "gpu0")
+    with pytest.raises(FaceprotError, match=f"^{DEVICE_ENV}=gpu0: Unknown device"):
+        resolve_device()  # the message says where the bad value came from
     if not torch.cuda.is_available():
         with pytest.raises(FaceprotError, match="has none"):
             resolve_device("cuda")
