@@ -197,7 +197,8 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
                 if s.match:
                     still_found.setdefault(name, []).append(s.evaluator)
         except FaceprotError as e:
-            failed.append(f"{name}: {_mention_name(e, path)}")
+            message = _mention_name(e, path)
+            failed.append(message if message.startswith(name) else f"{name}: {message}")
     if not written:
         raise gr.Error("No photo could be protected. " + " ".join(failed))
     download = written[0]
@@ -211,7 +212,8 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
         status += (f"\n\n**Still recognised: {len(still_found)} of {len(written)}.** A recognizer still "
                    "matches these protected photos to their originals, so the mask does not hide them "
                    "from it: " + "; ".join(f"{n} ({', '.join(evs)})" for n, evs in still_found.items())
-                   + ". Refinement steps, or a mask made at strength *high*, protect more.")
+                   + ". " + ("More refinement steps, or a mask made at strength *high*, protect more."
+                             if int(refine) < 10 else "A mask made at strength *high* protects more."))
     else:
         status += " No recognizer here matches any of them to its original any more."
     if failed:
@@ -222,7 +224,8 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
 with gr.Blocks(title="faceprot") as demo:
     gr.Markdown(INTRO + "\n" + recognizers_note())
     with gr.Tab("Check"):
-        gr.Markdown("Upload two photos. Each recognizer says whether they show the same person.")
+        gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
+                    "Here *white-box* marks the recognizers that the cloak attacks by default.")
         with gr.Row():
             # format="png" everywhere: Gradio's default webp is lossy and would erase a cloak.
             photo_a = gr.Image(label="Photo A", type="filepath", format="png", height=320)
@@ -269,7 +272,7 @@ with gr.Blocks(title="faceprot") as demo:
                 photos_in = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath")
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with the embedding stored.")
-                refine = gr.Slider(0, 10, value=0, step=1, label="Per-photo refinement steps",
+                refine = gr.Slider(0, 10, value=10, step=1, label="Per-photo refinement steps",
                                    info="0: your mask as it is (instant), the same on every photo, so "
                                         "whoever has one original and protected pair can estimate it "
                                         "and strip it from the rest. 10: each photo gets its own cloak "

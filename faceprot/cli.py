@@ -200,10 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", default="protected", help="output folder (default: protected/)")
     a.add_argument("--faces", default="largest",
                    help="largest (default), all, me (needs --remember-me at enrollment), or numbers like 0,2")
-    a.add_argument("--refine", type=int, default=0,
+    a.add_argument("--refine", type=int, default=10,
                    help="per-photo refinement steps: each photo's cloak becomes its own and keeps "
-                        "protecting if someone estimates the mask and subtracts it (10 recommended, "
-                        "about 1 s per face on a CPU; default 0: the mask as it is)")
+                        "protecting if someone estimates the mask and subtracts it (default 10, "
+                        "about 1 s per face on a CPU; 0: the mask as it is, in milliseconds)")
     a.add_argument("--seed", type=int, default=0, help="seed of the refinement (default 0)")
     a.add_argument("--device", default="auto", help=DEVICE_HELP.replace("optimisation", "refinement"))
     a.add_argument("--force", action="store_true", help="overwrite existing outputs")

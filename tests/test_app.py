@@ -108,6 +108,7 @@ def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest
         assert all(z.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
     assert "Mask applied to 2 of 3" in status and "broken.jpg" in status
     assert "/gradio/" not in status and str(tmp_path) not in status  # file names, not server paths
+    assert "broken.jpg: broken.jpg" not in status  # and each only once
     assert {r[1] for r in table["data"]} >= {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
     # The verdict line agrees with the table: photos that some recognizer still matches are named.
     still = sorted({r[0] for r in table["data"] if r[6] == "match"})
