@@ -85,7 +85,8 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection = "largest", refine: 
     notices = list(pic.notices)
     if faces == "all" and len(chosen) < len(found):
         notices.append(f"{len(found) - len(chosen)} face(s) too small to protect were left as they are.")
-    models = [load_surrogate(n, resolve_device(device)) for n in mask.surrogates] if refine > 0 else []
+    dev = resolve_device(device) if refine > 0 else None
+    models = [load_surrogate(n, dev) for n in mask.surrogates] if refine > 0 else []
     alpha = float(mask.extra.get("alpha", mask.eps / 4))
     budget = torch.from_numpy(mask.budget)
     base = torch.from_numpy(mask.delta)
