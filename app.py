@@ -27,6 +27,7 @@ from faceprot.runtime import configure_threads
 configure_threads()
 
 SCORE_HEADERS = ["evaluator", "role", "metric", "score", "threshold", "verdict", "note"]
+SCORE_WIDTHS = ["130px", "100px", "110px", "80px", "100px", "110px", "300px"]
 
 INTRO = """
 # faceprot
@@ -61,6 +62,15 @@ def _score_rows(scores) -> list[list]:
     return rows
 
 
+def _score_table(rows: list[list], headers: list[str] = SCORE_HEADERS):
+    """The rows as a table whose scores all show three decimals ("1.000", not "1"); API clients
+    still get the numbers."""
+    import pandas as pd  # gradio's own dependency
+
+    # dtype object keeps a missing score None (JSON null), not NaN
+    return pd.DataFrame(rows, columns=headers, dtype=object).style.format({"score": "{:.3f}"}, na_rep="-")
+
+
 def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
     """Check tab: do two photos show the same person, according to each recognizer?"""
     if not photo_a or not photo_b:
@@ -88,7 +98,7 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
     notes = a.notices + b.notices
     if notes:
         gr.Info(" ".join(notes))
-    return _score_rows(scores)
+    return _score_table(_score_rows(scores))
 
 
 STRENGTH_HELP = (
@@ -163,7 +173,7 @@ def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress
     notes = pic.notices + protected.notices
     if notes:
         gr.Info(" ".join(notes))
-    return (str(before), str(after)), str(mask_path), maps, _score_rows(scores), summary
+    return (str(before), str(after)), str(mask_path), maps, _score_table(_score_rows(scores)), summary
 
 
 def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
@@ -218,7 +228,7 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
         status += " No recognizer here matches any of them to its original any more."
     if failed:
         status += "\n\nNot protected:\n" + "\n".join(f"- {f}" for f in failed)
-    return [str(w) for w in written], str(download), rows, status
+    return [str(w) for w in written], str(download), _score_table(rows, ["photo", *SCORE_HEADERS]), status
 
 
 with gr.Blocks(title="faceprot") as demo:
@@ -232,7 +242,7 @@ with gr.Blocks(title="faceprot") as demo:
             photo_b = gr.Image(label="Photo B", type="filepath", format="png", height=320)
         check_btn = gr.Button("Compare", variant="primary")
         check_table = gr.Dataframe(headers=SCORE_HEADERS, label="Face recognition scores",
-                                   interactive=False, wrap=True)
+                                   interactive=False, wrap=True, column_widths=SCORE_WIDTHS)
         check_btn.click(check, [photo_a, photo_b], check_table, api_name="check")
 
     with gr.Tab("Protect my face"):
@@ -258,7 +268,7 @@ with gr.Blocks(title="faceprot") as demo:
         maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
                                 "attention, and the mask amplified", columns=4, format="png", height=300)
         protect_table = gr.Dataframe(headers=SCORE_HEADERS, label="Selfie vs protected selfie",
-                                     interactive=False, wrap=True)
+                                     interactive=False, wrap=True, column_widths=SCORE_WIDTHS)
         protect_btn.click(protect, [selfie, strength, seed, generator, remember],
                           [slider, mask_out, maps, protect_table, protect_summary], api_name="protect",
                           show_progress_on=slider)  # one progress bar, not one per output
@@ -283,7 +293,7 @@ with gr.Blocks(title="faceprot") as demo:
                 download = gr.File(label="Download (a zip when there are several)")
                 apply_status = gr.Markdown()
         apply_table = gr.Dataframe(headers=["photo", *SCORE_HEADERS], label="Original vs protected",
-                                   interactive=False, wrap=True)
+                                   interactive=False, wrap=True, column_widths=["150px", *SCORE_WIDTHS])
         apply_btn.click(apply_tab, [mask_in, photos_in, which, refine],
                         [gallery, download, apply_table, apply_status], api_name="apply",
                         show_progress_on=gallery)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_check_tab_scores_two_photos(client, photos_manifest):
     diff = client.predict(handle_file(obama[0]), handle_file(biden), api_name="/check")
     assert all(r[5] == "no match" for r in diff["data"])
     assert all(isinstance(r[3], (int, float)) and np.isfinite(r[3]) for r in diff["data"])
+    # the table shows every score with three decimals ("1.000", never "1"); the API keeps numbers
+    shown = [row[3] for row in same["metadata"]["display_value"] + diff["metadata"]["display_value"]]
+    assert all(re.fullmatch(r"-?\d+\.\d{3}", v) for v in shown), shown
 
 
 def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_manifest):
