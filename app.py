@@ -27,7 +27,9 @@ from faceprot.runtime import configure_threads
 configure_threads()
 
 SCORE_HEADERS = ["evaluator", "role", "metric", "score", "threshold", "verdict", "note"]
-SCORE_WIDTHS = ["130px", "100px", "110px", "80px", "100px", "110px", "300px"]
+# shares of the table's width: it fills its box at any window size, the note gets the most
+SCORE_WIDTHS = ["14%", "12%", "12%", "9%", "14%", "11%", "28%"]
+APPLY_WIDTHS = ["12%", "13%", "11%", "11%", "8%", "13%", "10%", "22%"]
 
 INTRO = """
 # faceprot
@@ -293,7 +295,7 @@ with gr.Blocks(title="faceprot") as demo:
                 download = gr.File(label="Download (a zip when there are several)")
                 apply_status = gr.Markdown()
         apply_table = gr.Dataframe(headers=["photo", *SCORE_HEADERS], label="Original vs protected",
-                                   interactive=False, wrap=True, column_widths=["150px", *SCORE_WIDTHS])
+                                   interactive=False, wrap=True, column_widths=APPLY_WIDTHS)
         apply_btn.click(apply_tab, [mask_in, photos_in, which, refine],
                         [gallery, download, apply_table, apply_status], api_name="apply",
                         show_progress_on=gallery)
