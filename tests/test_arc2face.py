@@ -296,7 +296,8 @@ def test_id_embedding_checks(mirrored_generator):
         gen.prompt_embeds(np.ones(HIDDEN + 1, np.float32))
     with pytest.raises(ValueError, match="non-zero"):
         gen.prompt_embeds(np.zeros(ID_DIM, np.float32))
-    gen.prompt_embeds(torch.ones(HIDDEN))  # exactly the width: no padding needed
+    exact = gen.prompt_embeds(torch.ones(HIDDEN))  # exactly the width: no padding needed
+    assert exact.shape == (1, MAX_LEN, HIDDEN) and torch.isfinite(exact).all()
 
 
 def test_generate_views(mirrored_generator):

@@ -21,6 +21,8 @@ LIMIT_S = 20 * 60
 
 def test_cloak_benchmark_quick_meets_the_bar():
     faces = shared_path("assets", "faces", "lfw")
+    report_path = ROOT / "benchmarks/results/cloak/ci-quick/report.json"
+    started = time.time()
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "benchmarks/cloak.py", "--quick", "--faces", str(faces), "--run", "ci-quick"],
@@ -30,7 +32,8 @@ def test_cloak_benchmark_quick_meets_the_bar():
     print(proc.stdout[-4000:])
     print(f"benchmarks/cloak.py --quick took {elapsed:.0f} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((ROOT / "benchmarks/results/cloak/ci-quick/report.json").read_text())
+    assert report_path.stat().st_mtime >= started - 1, "the run did not write a fresh report"
+    report = json.loads(report_path.read_text())
     m = report["summary"]["methods"]
     assert report["summary"]["people"] == 20
     for ev in ("dlib-cpp", "dlib-resnet", "mobilefacenet"):

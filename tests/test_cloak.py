@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import pickle
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceprot.canonical import paste_back, region_mask
+from faceprot.canonical import CANONICAL_POINTS, align, paste_back, region_mask
 from faceprot.cloak import MaskFileError, PersonalMask, apply_mask, enroll
 from faceprot.errors import NoFaceError
 from faceprot.faces import find_faces
@@ -76,11 +77,20 @@ def test_mask_file_holds_only_the_listed_tensors(enrolled, tmp_path):
     with safe_open(str(path), "pt") as f:
         assert set(f.keys()) == {"delta", "budget"}
         meta = f.metadata()
-    for key in ("format", "format_version", "canonical", "eps", "eps_high", "surrogates", "generator",
-                "seed", "created"):
-        assert meta[key], key
-    assert json.loads(meta["surrogates"]) == enrolled.mask.surrogates
-    assert path.read_bytes()[:8] != pickle.dumps(0)[:8]
+    m = enrolled.mask
+    assert meta["format"] == "faceprot-mask" and int(meta["format_version"]) >= 1
+    assert float(meta["eps"]) == pytest.approx(m.eps) and float(meta["eps_high"]) == pytest.approx(m.eps_high)
+    assert json.loads(meta["surrogates"]) == m.surrogates
+    assert meta["generator"] == m.generator and int(meta["seed"]) == m.seed == 3
+    assert json.loads(meta["canonical"])["size"] == 256
+    assert json.loads(meta["canonical"])["points"] == np.round(CANONICAL_POINTS, 4).tolist()
+    assert datetime.datetime.fromisoformat(meta["created"].replace("Z", "+00:00")).year >= 2024
+    # safetensors, not pickle: an 8-byte little-endian header length, then a JSON header
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    assert 0 < n < len(data) and json.loads(data[8:8 + n])["delta"]["shape"] == [3, 256, 256]
+    with pytest.raises(Exception):
+        pickle.loads(data)
     # the opt-in adds exactly one embedding per surrogate, nothing else
     opted = enrolled.mask.save(tmp_path / "me-id.faceprot")
     with safe_open(str(opted), "pt") as f:
@@ -124,6 +134,12 @@ def test_teaching_maps_are_displayable(enrolled):
     for img in maps.values():
         assert img.shape == (256, 256, 3) and img.dtype == np.uint8 and img.std() > 0
     assert 0 < enrolled.focus.stickers.mean() < 0.5
+    # each focus map tints exactly its own mask (red stickers, blue high-pass) on a grey face
+    for name, on, (hot, cold) in (("stickers", enrolled.focus.stickers, (0, 2)),
+                                  ("high-pass", enrolled.focus.high_pass, (2, 0))):
+        img = maps[name].astype(int)
+        tint = img[..., hot] - img[..., cold]
+        assert on.any() and (tint[on] > 100).all() and (np.abs(tint[~on]) <= 1).all(), name
 
 
 def test_apply_only_to_faces_that_are_me(enrolled, obama, photos_manifest):
@@ -132,6 +148,16 @@ def test_apply_only_to_faces_that_are_me(enrolled, obama, photos_manifest):
     biden = _people(photos_manifest, "biden")[0]
     with pytest.raises(NoFaceError):
         apply_mask(biden, enrolled.mask, faces="me")
+    # a group photo: the person and someone else side by side; only the person's half changes
+    a, b = load_image(obama[2]).rgb, load_image(biden).rgb
+    h = max(a.shape[0], b.shape[0])
+    pad = lambda x: np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=128)  # noqa: E731
+    group = np.concatenate([pad(a), pad(b)], axis=1)
+    out = apply_mask(group, enrolled.mask, faces="me").picture.rgb
+    assert len(find_faces(group, "all")) == 2
+    changed = np.any(out != group, axis=-1)
+    assert changed[:, : a.shape[1]].sum() > 1000  # the person's face was protected
+    assert not changed[:, a.shape[1]:].any()  # the other person's side is untouched
     no_id = PersonalMask(**{**enrolled.mask.__dict__, "identity": None})
     with pytest.raises(Exception, match="does not store your identity"):
         apply_mask(obama[2], no_id, faces="me")
@@ -203,7 +229,7 @@ def test_view_warp_is_a_smooth_displacement_of_the_set_size():
     assert (disp[..., :, 1:] - disp[..., :, :-1]).abs().max() < 1.0
 
 
-def test_mirrored_gradient_makes_a_symmetric_perturbation():
+def test_mirrored_gradient_makes_a_symmetric_perturbation(obama):
     """With mirror_gradient, P's update is left-right symmetric: under a symmetric budget and no
     attention the mask equals its mirror image, and without it (same data) it does not."""
     from faceprot.cloak.optimizer import CloakConfig, UniversalCloak
@@ -222,7 +248,11 @@ def test_mirrored_gradient_makes_a_symmetric_perturbation():
             return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
 
     net = TinyNet()
-    views = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    faces = []
+    for path in obama[:3]:  # real faces, aligned: the views the optimiser sees in enrollment
+        rgb = load_image(path).rgb
+        faces.append(align(rgb, find_faces(rgb)[0].transform))
+    views = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 255
     budget = torch.full((1, 256, 256), 8 / 255)
     person = {"tiny": net(views).mean(0).detach()}
     out = {}

@@ -98,6 +98,10 @@ def test_evaluator_pipeline_agrees_with_dlib_cpp_on_real_pairs(photos_manifest):
             for s in scores.values():
                 total += 1
                 agree += s.match == same
+            # faceprot's alignment and torch port against dlib's own chip and C++ network, pair by
+            # pair: the same verdict and nearly the same distance (measured: at most 0.05 apart)
+            cpp, ours = scores["dlib-cpp"], scores["dlib-resnet"]
+            assert cpp.match == ours.match and abs(cpp.score - ours.score) < 0.08, (cpp.score, ours.score)
     assert agree / total >= 0.9, (agree, total)
 
 
