@@ -338,7 +338,10 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
 
     The attacker has one clean/protected pair of the person (the first probe), estimates the mask
     in canonical space (align both, subtract), and subtracts it from the person's other protected
-    photos through each photo's own alignment.
+    photos through each photo's own alignment. Two more attackers: "averaged" has a pair for
+    every other photo of the person and subtracts the mean of those estimates (the same as
+    "after" for someone with two probes); "oracle" subtracts the universal mask itself (a leaked
+    mask file gives it outright).
     """
     out = {}
     faces = [(i, clean, find_faces(clean)[0]) for i, clean in probes]
@@ -354,10 +357,17 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
         est = _canonical_delta(c0, prot[0], f0)
         corr = _corr(_canonical_delta(faces[0][1], prot[0], f0), _canonical_delta(faces[1][1], prot[1], faces[1][2]))
         rows = []
-        for (i, clean, f), pr in list(zip(faces, prot))[1:]:
+        exact = en.mask.delta.transpose(1, 2, 0) * 255  # the universal mask, canonical, 8-bit levels
+        ests = [_canonical_delta(clean, pr, f) for (_, clean, f), pr in zip(faces, prot)]
+        for k, ((i, clean, f), pr) in enumerate(zip(faces, prot)):
+            if k == 0:
+                continue
             attacked = paste_back(pr, f.transform, -est)
+            averaged = np.mean([e for j, e in enumerate(ests) if j != k], axis=0)
             rows.append({"probe": entries[i]["file"], "before": score_probe(pr, i, p["identity"], ids, gallery),
-                         "after": score_probe(attacked, i, p["identity"], ids, gallery)})
+                         "after": score_probe(attacked, i, p["identity"], ids, gallery),
+                         "averaged": score_probe(paste_back(pr, f.transform, -averaged), i, p["identity"], ids, gallery),
+                         "oracle": score_probe(paste_back(pr, f.transform, -exact), i, p["identity"], ids, gallery)})
         name = f"refine{refine}" + (f"-strip{strip:g}" if strip else "")
         out[name] = {"delta_correlation": corr, "seconds_per_photo": seconds, "probes": rows}
     return out
@@ -506,7 +516,9 @@ def summarise(all_records: list[dict]) -> dict:
             if secs:
                 s["reuse"][key]["seconds_per_photo"] = float(np.median(secs))
             for ev in EVALUATORS:
-                for when in ("before", "after"):
+                for when in ("before", "after", "averaged", "oracle"):
+                    if not all(when in row for row in rows):  # runs made before these attacks
+                        continue
                     found = [row[when][ev] for row in rows if row[when][ev]["found"]]
                     s["reuse"][key][f"{ev}_top1_{when}"] = float(np.mean([f["top1"] for f in found])) if found else None
     ec = [r["edge_correlation"] for r in records if "edge_correlation" in r]
@@ -551,6 +563,13 @@ def markdown(s: dict, meta: dict) -> str:
         for k, v in s["reuse"].items():
             lines.append(f"| {k} | {v['delta_correlation']:.3f} | " + " | ".join(
                 f"{_pct(v[f'{ev}_top1_before'])} / {_pct(v[f'{ev}_top1_after'])}" for ev in EVALUATORS) + " |")
+        more = {k: v for k, v in s["reuse"].items() if f"{EVALUATORS[0]}_top1_oracle" in v}
+        if more:
+            lines += ["", "| mask reuse | " + " | ".join(f"{ev} top-1 after the averaged estimate / the exact mask"
+                                                       for ev in EVALUATORS) + " |", "|---|" + "---|" * len(EVALUATORS)]
+            for k, v in more.items():
+                lines.append(f"| {k} | " + " | ".join(f"{_pct(v.get(f'{ev}_top1_averaged'))} / {_pct(v[f'{ev}_top1_oracle'])}"
+                                                      for ev in EVALUATORS) + " |")
         secs = {k: v["seconds_per_photo"] for k, v in s["reuse"].items() if "seconds_per_photo" in v}
         if secs:
             lines += ["", "Apply time per photo, detection included (median over people): " + ", ".join(
