@@ -451,6 +451,19 @@ def test_heic_round_trip(heic_writer):
     assert np.abs(pic.rgb.astype(int) - rgb).mean() < 4
 
 
+def test_a_heic_selfie_keeps_its_face(heic_writer, photos_manifest):
+    """A real photo saved as HEIC (as phones do) loads close to the original, and its face is
+    found where the original's is."""
+    from faceprot.faces import find_faces
+
+    src = load_image(photos_manifest[0]["path"])
+    pic = load_image(_encode(Image.fromarray(src.rgb), "HEIF", quality=90))
+    assert pic.format == "HEIF" and pic.size == src.size
+    assert np.abs(pic.rgb.astype(int) - src.rgb).mean() < 4
+    a, b = find_faces(src.rgb)[0], find_faces(pic.rgb)[0]
+    assert np.abs(np.asarray(a.points5) - np.asarray(b.points5)).max() < 3
+
+
 def test_heic_orientation_is_applied_once(heic_writer):
     # pillow-heif stores EXIF orientation as an irot box, rotates on reading and resets EXIF to 1:
     # the loader must not rotate a second time.
