@@ -92,6 +92,24 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     assert rows["dlib-resnet"][1] == "white-box" and rows["dlib-cpp"][1] == "black-box"
     assert all(isinstance(r[3], (int, float)) for r in rows.values())
     assert "low" in summary
+    # dlib-cpp shares dlib-resnet's weights and the rest were surrogates: the summary says so
+    assert "best case" in summary and "never saw" in summary
+
+
+def test_the_unseen_caveat_appears_only_without_a_held_out_recognizer():
+    import app
+    from faceprot.evaluators import Score, role_of
+
+    def score(name, surrogates):
+        role, note = role_of(name, surrogates)
+        return Score(name, "cosine", 0.1, 0.3, False, role, note)
+
+    both = ["dlib-resnet", "mobilefacenet"]
+    assert "best case" in app._unseen_caveat([score(n, both) for n in ("dlib-cpp", "dlib-resnet", "mobilefacenet")])
+    # a recognizer the mask never saw (different weights) makes the table its own evidence
+    assert app._unseen_caveat([score(n, both) for n in ("dlib-cpp", "dlib-resnet", "arcface-r100")]) == ""
+    # dlib-cpp is held out only when dlib-resnet was not a surrogate
+    assert app._unseen_caveat([score(n, ["mobilefacenet"]) for n in ("dlib-cpp", "mobilefacenet")]) == ""
 
 
 def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest, tmp_path):
