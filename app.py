@@ -174,6 +174,12 @@ def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress
     before, after = out / f"{stem}-original.png", out / f"{stem}-protected.png"
     before.write_bytes(encode_png(pic))
     after.write_bytes(encode_png(protected.picture))
+    # the close-up: the square the mask changes, before and after, so the grain is visible
+    h, w = pic.rgb.shape[:2]
+    x0, y0, x1, y1 = protected.faces[0].transform.region_bbox(w, h)
+    near_before, near_after = out / f"{stem}-face-original.png", out / f"{stem}-face-protected.png"
+    near_before.write_bytes(encode_png(pic.rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
+    near_after.write_bytes(encode_png(protected.picture.rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
     mask_path = out / f"{stem}.faceprot"
     result.mask.save(mask_path)
     maps = [(img, name) for name, img in result.teaching_maps().items()]
@@ -189,7 +195,8 @@ def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress
     notes = pic.notices + protected.notices
     if notes:
         gr.Info(" ".join(notes))
-    return (str(before), str(after)), str(mask_path), maps, _score_table(_score_rows(scores)), summary
+    return ((str(before), str(after)), (str(near_before), str(near_after)), str(mask_path), maps,
+            _score_table(_score_rows(scores)), summary)
 
 
 def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
@@ -281,6 +288,8 @@ with gr.Blocks(title="faceprot") as demo:
                 protect_btn = gr.Button("Protect", variant="primary")
             with gr.Column():
                 slider = gr.ImageSlider(label="Before / after", type="filepath", format="png")
+                closeup = gr.ImageSlider(label="Close-up: the part of the photo the mask changes",
+                                         type="filepath", format="png")
                 mask_out = gr.File(label="Your mask file (keep it; use it in 'Apply my mask')")
                 protect_summary = gr.Markdown()
         maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
@@ -288,7 +297,7 @@ with gr.Blocks(title="faceprot") as demo:
         protect_table = gr.Dataframe(headers=SCORE_HEADERS, label="Selfie vs protected selfie",
                                      interactive=False, wrap=True, column_widths=SCORE_WIDTHS)
         protect_btn.click(protect, [selfie, strength, seed, generator, remember],
-                          [slider, mask_out, maps, protect_table, protect_summary], api_name="protect",
+                          [slider, closeup, mask_out, maps, protect_table, protect_summary], api_name="protect",
                           show_progress_on=slider)  # one progress bar, not one per output
 
     with gr.Tab("Apply my mask"):

@@ -77,13 +77,22 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     from faceprot.cloak import PersonalMask
 
     selfie = [e["path"] for e in photos_manifest if e["identity"] == "obama"][0]
-    slider, mask_file, maps, table, summary = client.predict(
+    from PIL import Image
+
+    slider, closeup, mask_file, maps, table, summary = client.predict(
         handle_file(selfie), "low", 4, "augment", False, api_name="/protect")
     before, after = slider
     assert before.endswith(".png") and after.endswith(".png")
-    a = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(before).convert("RGB"))
-    b = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(after).convert("RGB"))
+    a = np.asarray(Image.open(before).convert("RGB"))
+    b = np.asarray(Image.open(after).convert("RGB"))
     assert a.shape == b.shape and 0 < np.abs(a.astype(int) - b).max() <= 8 + 1  # low: 8/255 at most
+    # the close-up is exactly the changed part of the photo, cut from the same two images
+    near_a, near_b = (np.asarray(Image.open(p).convert("RGB")) for p in closeup)
+    changed = np.argwhere(np.any(a != b, axis=-1))
+    (y0, x0), (y1, x1) = changed.min(0), changed.max(0)
+    assert near_a.shape == near_b.shape and near_a.shape[0] < a.shape[0] and near_a.shape[1] < a.shape[1]
+    assert near_a.shape[0] >= y1 - y0 + 1 and near_a.shape[1] >= x1 - x0 + 1  # holds every change
+    assert np.abs(near_a.astype(int) - near_b).sum() == np.abs(a.astype(int) - b).sum()
     mask = PersonalMask.load(mask_file)
     assert mask.preset == "low" and mask.seed == 4 and mask.identity is None
     assert len(maps) == 4 and {m["caption"] for m in maps} >= {"stickers", "attention"}
