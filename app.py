@@ -114,21 +114,23 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
     return _score_table(_score_rows(scores))
 
 
-STRENGTH_HELP = (
-    "**Strength trades protection for visibility.** *low*: hardest to see, weakest protection. "
-    "*medium*: the FaceCloak paper's setting (8/255, 16/255 on eyes, nose, mouth and edges). "
-    "*high*: strongest protection, visibly grainier. Measured with both dlib-resnet and "
-    "mobilefacenet as surrogates on 100 LFW people's other photos "
-    "(BENCHMARKS.md, 2026-12-03), the share that face search no longer finds (dlib-cpp / "
-    "dlib-resnet / mobilefacenet): *medium* 83 / 87 / 72.5% at 32.0 dB face PSNR, *high* "
-    "99.5 / 99 / 97% at 28.5 dB. On real-size photos far from the selfie (other poses, light, "
-    "years), searched among a small 19-person gallery, *medium* hid only 44-53% and *high* "
-    "93-98%: choose *high* for those. Applied with the 'Apply my mask' tab's default 10 "
-    "refinement steps, which fit the cloak to each photo against the surrogates, *medium* hid "
-    "all 39 of them that were measured from the three recognizers above. No cloak is a guarantee: a recognizer it was not optimised "
-    "against (black-box rows) may still find you; a mask made against dlib alone hid only 23% "
-    "of photos from mobilefacenet."
-)
+STRENGTH_HELP = """
+**Strength trades protection for visibility.** Measured (BENCHMARKS.md, 2026-12): the share of a
+person's *other* photos that face search no longer finds at top-1, for dlib-cpp / dlib-resnet /
+mobilefacenet, with a mask made against dlib-resnet and mobilefacenet from one photo.
+
+| strength | budget (on eyes, nose, mouth, edges) | LFW photos, 1,499-photo gallery | real-size photos, 75-photo gallery | face PSNR |
+|---|---|---|---|---|
+| low | 4/255 (8/255) | 21 / 18 / 7% (20 people) | 4 / 4 / 2% | 37.6 dB |
+| medium, the paper's | 8/255 (16/255) | 83 / 87 / 72.5% (100 people) | 47 / 53 / 44% | 32.0 dB |
+| high | 12/255 (24/255) | 99.5 / 99 / 97% (100 people) | 96.5 / 98 / 93% | 28.5 dB |
+
+*low* barely protects; choose *high* for photos unlike your selfie (other poses, light, years).
+'Apply my mask' refines each photo by default (10 steps, about 1 s a face), fitting the cloak to
+it against the surrogates: on the real-size photos, *medium* then hid all 39 measured from these
+three. No cloak is a guarantee: a recognizer the mask never saw (black-box rows) may still find
+you; a mask made against dlib alone hid only 23% of photos from mobilefacenet.
+"""
 
 
 def _gpu(duration):
@@ -277,7 +279,9 @@ with gr.Blocks(title="faceprot") as demo:
         with gr.Row():
             with gr.Column():
                 selfie = gr.Image(label="Your selfie", type="filepath", format="png", height=320)
-                strength = gr.Radio(list(PRESETS), value="medium", label="Strength")
+                strength = gr.Radio(list(PRESETS), value="medium", label="Strength",
+                                    info="low: hard to see, barely protects. medium: the paper's setting. "
+                                         "high: strongest, visibly grainier. Measured figures above.")
                 seed = gr.Number(value=0, precision=0, label="Seed (same selfie + seed = same mask)")
                 generator = gr.Radio(["augment", "arc2face"], value="augment", label="Views",
                                      info="augment: realistic edits of your selfie (CPU). arc2face: "

@@ -1,8 +1,8 @@
 """Tuning the cloak optimiser: top-1 PSR of one setting on a slice of the benchmark's people.
 
-A lighter loop than ``cloak.py``: the medium preset with both surrogates, protected probes saved
-as PNG and re-read, each evaluator searching the whole folder (same gallery, protocol and cache
-as ``cloak.py``), PNG condition only. Each run appends one JSON line to
+A lighter loop than ``cloak.py``: a strength preset (``--preset``, medium by default) with both
+surrogates, protected probes saved as PNG and re-read, each evaluator searching the whole folder
+(same gallery, protocol and cache as ``cloak.py``), PNG condition only. Each run appends one JSON line to
 ``benchmarks/results/cloak/tuning.jsonl``.
 
     python benchmarks/cloak_tuning.py --name default
@@ -11,6 +11,7 @@ as ``cloak.py``), PNG condition only. Each run appends one JSON line to
     python benchmarks/cloak_tuning.py --name jitter2x --chain max_rotate_deg=6 max_scale=0.08 max_shift_px=6
     python benchmarks/cloak_tuning.py --name no-mirror-views --mirror-prob 0 --start 20
     python benchmarks/cloak_tuning.py --name photos-yaw --faces ../shared/assets/faces/photos --views max_yaw=0.2
+    python benchmarks/cloak_tuning.py --name low --preset low
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
     ap.add_argument("--people", type=int, default=20)
     ap.add_argument("--start", type=int, default=0, help="first person of the slice (0 = the --quick people)")
+    ap.add_argument("--preset", default="medium", help="strength preset the overrides start from (low, medium, high)")
     ap.add_argument("--set", nargs="*", default=[], help="CloakConfig / enroll overrides, key=value")
     ap.add_argument("--chain", nargs="*", default=[], help="RealLifeChain overrides, key=value")
     ap.add_argument("--mirror-prob", type=float, default=None, help="mirroring probability of the augment views")
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     for p in plan:
         selfie = load_image(entries[p["selfie"]]["path"]).rgb
         t = time.perf_counter()
-        en = enroll(selfie, preset="medium", seed=0, surrogates=bench.SETTINGS["both"], generator=generator,
+        en = enroll(selfie, preset=args.preset, seed=0, surrogates=bench.SETTINGS["both"], generator=generator,
                     **overrides)
         seconds.append(time.perf_counter() - t)
         for i in p["probes"]:
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
             for ev, r in bench.score_probe(prot, i, p["identity"], ids, gallery).items():
                 if r["found"]:
                     hits[ev].append(r["top1"])
-    row = {"name": args.name, "faces": Path(args.faces).name, "set": overrides, "chain": chain,
+    row = {"name": args.name, "faces": Path(args.faces).name, "preset": args.preset, "set": overrides, "chain": chain,
            "mirror_prob": args.mirror_prob, "views": {k: list(v) if isinstance(v, tuple) else v for k, v in views.items()},
            "people": len(plan), "start": args.start, "probes": len(psnr),
            **{f"top1_{ev}": round(100 * float(np.mean(v)), 1) for ev, v in hits.items()},
