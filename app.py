@@ -11,6 +11,7 @@ except ImportError:  # pragma: no cover - optional outside Spaces
     spaces = None
 
 import gradio as gr
+import pandas as pd  # gradio's own dependency
 
 import tempfile
 import zipfile
@@ -78,8 +79,6 @@ def _unseen_caveat(scores) -> str:
 def _score_table(rows: list[list], headers: list[str] = SCORE_HEADERS):
     """The rows as a table whose scores all show three decimals ("1.000", not "1"); API clients
     still get the numbers."""
-    import pandas as pd  # gradio's own dependency
-
     # dtype object keeps a missing score None (JSON null), not NaN
     return pd.DataFrame(rows, columns=headers, dtype=object).style.format({"score": "{:.3f}"}, na_rep="-")
 

@@ -347,19 +347,18 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
     faces = [(i, clean, find_faces(clean)[0]) for i, clean in probes]
     if len(faces) < 2:
         return out
+    exact = en.mask.delta.transpose(1, 2, 0) * 255  # the universal mask, canonical, 8-bit levels
     for key in settings:
         refine, strip = reuse_setting(key)
         t = time.perf_counter()
         prot = [apply_mask(clean, en.mask, refine=refine, seed=k, strip_weight=strip).picture.rgb
                 for k, (_, clean, _) in enumerate(faces)]
         seconds = (time.perf_counter() - t) / len(faces)
-        _, c0, f0 = faces[0]
-        est = _canonical_delta(c0, prot[0], f0)
-        corr = _corr(_canonical_delta(faces[0][1], prot[0], f0), _canonical_delta(faces[1][1], prot[1], faces[1][2]))
-        rows = []
-        exact = en.mask.delta.transpose(1, 2, 0) * 255  # the universal mask, canonical, 8-bit levels
         ests = [_canonical_delta(clean, pr, f) for (_, clean, f), pr in zip(faces, prot)]
-        for k, ((i, clean, f), pr) in enumerate(zip(faces, prot)):
+        est = ests[0]  # the attacker's one pair: the first probe
+        corr = _corr(ests[0], ests[1])
+        rows = []
+        for k, ((i, _, f), pr) in enumerate(zip(faces, prot)):
             if k == 0:
                 continue
             attacked = paste_back(pr, f.transform, -est)
@@ -702,19 +701,13 @@ def main(argv=None) -> int:
     plan = plan_people(entries, n_faces, args.people, args.start)
     i, n = (int(v) for v in args.shard.split("/"))
     mine = plan[i - 1::n]
-    shard_file = out / f"shard-{i}-of-{n}.json"
-    done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
-    have = {r["identity"] for r in done}
     sweep_ids = {p["identity"] for p in plan[: args.sweep_people]}
-    if args.reuse_only:
-        shard_file = out / f"reuse-{i}-of-{n}.json"
-        done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
-        have = {r["identity"] for r in done}
+    kind = "sweeps" if args.sweeps_only else "reuse" if args.reuse_only else "shard"
     if args.sweeps_only:
         mine = plan[: args.sweep_people][i - 1::n]
-        shard_file = out / f"sweeps-{i}-of-{n}.json"
-        done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
-        have = {r["identity"] for r in done}
+    shard_file = out / f"{kind}-{i}-of-{n}.json"
+    done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
+    have = {r["identity"] for r in done}
     for p in tqdm(mine, desc=f"people (shard {args.shard})", file=sys.stderr):
         if p["identity"] in have:
             continue

@@ -2,8 +2,8 @@
 
 A lighter loop than ``cloak.py``: a strength preset (``--preset``, medium by default) with both
 surrogates, protected probes saved as PNG and re-read, each evaluator searching the whole folder
-(same gallery, protocol and cache as ``cloak.py``), PNG condition only. Each run appends one JSON line to
-``benchmarks/results/cloak/tuning.jsonl``.
+(same gallery, protocol and cache as ``cloak.py``), PNG condition only. Each run appends one JSON
+line to ``benchmarks/results/cloak/tuning.jsonl``.
 
     python benchmarks/cloak_tuning.py --name default
     python benchmarks/cloak_tuning.py --name no-eot --set use_eot=false
