@@ -14,20 +14,19 @@ import gradio as gr
 import pandas as pd  # gradio's own dependency
 
 import tempfile
-import zipfile
 from pathlib import Path
 
+from faceprot import report
 from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
-from faceprot.errors import FaceprotError, NoFaceError
-from faceprot.evaluators import EVALUATOR_NAMES, available_evaluators, compare_photos
-from faceprot.faces import find_faces
-from faceprot.recognizers import surrogate_available
+from faceprot.errors import FaceprotError
+from faceprot.evaluators import compare_photos
 from faceprot.io import encode_png, load_image
+from faceprot.protect import changed_region, locate
+from faceprot.report import SCORE_HEADERS
 from faceprot.runtime import configure_threads
 
 configure_threads()
 
-SCORE_HEADERS = ["evaluator", "role", "metric", "score", "threshold", "verdict", "note"]
 # shares of the table's width: it fills its box at any window size, the note gets the most
 SCORE_WIDTHS = ["14%", "12%", "12%", "9%", "14%", "11%", "28%"]
 APPLY_WIDTHS = ["12%", "13%", "11%", "11%", "8%", "13%", "10%", "22%"]
@@ -38,42 +37,6 @@ Protect your face photos from face recognition, and see honestly how much protec
 Scores come from several recognizers: **white-box** ones were attacked during protection,
 **black-box** ones were not (they show whether protection transfers).
 """
-
-
-def recognizers_note() -> str:
-    """Which recognizers this server has, and which it lacks (their weights are not installed)."""
-    here = available_evaluators()
-    missing = [f"{n} ({surrogate_available(n)[1]})" for n in EVALUATOR_NAMES if n not in here]
-    note = "Recognizers on this server: " + ", ".join(f"**{n}**" for n in here) + "."
-    if missing:
-        note += (" Not installed here, so neither attacked nor scored: " + "; ".join(missing) + ".")
-    return note
-
-
-def _mention_name(e: Exception, path: str) -> str:
-    """The error's message with the server's temporary path shown as the file's own name."""
-    return str(e).replace(str(path), Path(path).name)
-
-
-def _score_rows(scores) -> list[list]:
-    rows = []
-    for s in scores:
-        op = "<" if s.metric == "l2" else ">="
-        rows.append([s.evaluator, s.role, "L2 distance" if s.metric == "l2" else "cosine",
-                     None if s.score is None else round(s.score, 3), f"{op} {s.threshold:.3f}",
-                     s.verdict(), s.note])
-    return rows
-
-
-def _unseen_caveat(scores) -> str:
-    """A warning when every recognizer that scored was used to make the mask or shares its network:
-    then "no match" says nothing about recognizers the mask never saw."""
-    held_out = [s for s in scores if s.role == "black-box" and "same network weights" not in s.note]
-    if held_out:
-        return ""
-    return (" Every recognizer in this table was used to make the mask or shares its network, so "
-            "this is the best case: one the mask never saw may still recognise you (a mask made "
-            "against dlib alone hid only 23% of photos from MobileFaceNet).")
 
 
 def _score_table(rows: list[list], headers: list[str] = SCORE_HEADERS):
@@ -94,23 +57,16 @@ def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
             try:
                 pics[label] = load_image(path)
             except FaceprotError as e:
-                raise gr.Error(f"Photo {label}: {_mention_name(e, path)}") from None
+                raise gr.Error(f"Photo {label}: {report.name_in_message(e, path)}") from None
         a, b = pics["A"], pics["B"]
         progress(0.3, desc="Detecting faces and scoring")
         scores = compare_photos(a.rgb, b.rgb)
-    except NoFaceError as e:  # say which photo (the detector runs again only on this error path)
-        try:
-            find_faces(a.rgb)
-            which = "B"
-        except NoFaceError:
-            which = "A"
-        raise gr.Error(f"Photo {which}: {e}") from None
     except FaceprotError as e:
         raise gr.Error(str(e)) from None
     notes = a.notices + b.notices
     if notes:
         gr.Info(" ".join(notes))
-    return _score_table(_score_rows(scores))
+    return _score_table(report.score_rows(scores))
 
 
 STRENGTH_HELP = """
@@ -160,44 +116,37 @@ def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress
         raise gr.Error("Please upload a selfie.")
     try:
         progress(0.0, desc="Reading the selfie")
-        pic = load_image(selfie)
-        result = enroll(pic, preset=strength, seed=int(seed or 0), generator=generator,
-                        store_identity=bool(remember_me),
-                        progress=lambda f, m: progress(0.9 * f, desc=m))
+        located = locate(load_image(selfie), "largest")  # read and detected once, passed along
+        pic, face = located.picture, located.chosen[0]
+        result = enroll(pic, face=face, preset=strength, seed=int(seed or 0), generator=generator,
+                        store_identity=bool(remember_me), progress=lambda f, m: progress(0.9 * f, desc=m))
         progress(0.9, desc="Applying the mask to the selfie")
-        protected = apply_mask(pic, result.mask)
+        protected = apply_mask(located, result.mask)
         progress(0.95, desc="Scoring before and after")
-        scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates)
+        scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
     except FaceprotError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(report.name_in_message(e, selfie)) from None
     out = _out_dir()
-    stem = Path(selfie).stem or "selfie"
-    before, after = out / f"{stem}-original.png", out / f"{stem}-protected.png"
-    before.write_bytes(encode_png(pic))
-    after.write_bytes(encode_png(protected.picture))
+    names = {k: out / v for k, v in report.selfie_output_names(selfie).items()}
+    names["original"].write_bytes(encode_png(pic))
+    names["protected"].write_bytes(protected.png())
     # the close-up: the square the mask changes, before and after, so the grain is visible
-    h, w = pic.rgb.shape[:2]
-    x0, y0, x1, y1 = protected.faces[0].transform.region_bbox(w, h)
-    near_before, near_after = out / f"{stem}-face-original.png", out / f"{stem}-face-protected.png"
-    near_before.write_bytes(encode_png(pic.rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
-    near_after.write_bytes(encode_png(protected.picture.rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
-    mask_path = out / f"{stem}.faceprot"
-    result.mask.save(mask_path)
+    x0, y0, x1, y1 = changed_region(pic, face)
+    for key, rgb in (("face-original", pic.rgb), ("face-protected", protected.picture.rgb)):
+        names[key].write_bytes(encode_png(rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
+    result.mask.save(names["mask"])
     maps = [(img, name) for name, img in result.teaching_maps().items()]
     m = result.mask
-    summary = (f"Mask made in {result.seconds['total']:.1f} s from {len(result.views.images)} views "
-               f"({m.generator}); strength **{m.preset}** (eps {m.eps * 255:.0f}/255, "
-               f"{m.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {m.seed}, "
-               f"surrogates: {', '.join(m.surrogates)}. The table compares your selfie with its "
-               "protected copy: *no match* means that recognizer no longer matches them."
-               + _unseen_caveat(scores))
+    summary = (report.mask_description(m, len(result.views.images), result.seconds["total"])
+               + " " + report.selfie_verdict(scores))
     if m.identity:
-        summary += " The mask file stores your face embedding (you opted in): keep it private."
-    notes = pic.notices + protected.notices
+        summary += " " + report.IDENTITY_STORED
+    notes = protected.notices
     if notes:
         gr.Info(" ".join(notes))
-    return ((str(before), str(after)), (str(near_before), str(near_after)), str(mask_path), maps,
-            _score_table(_score_rows(scores)), summary)
+    return ((str(names["original"]), str(names["protected"])),
+            (str(names["face-original"]), str(names["face-protected"])), str(names["mask"]), maps,
+            _score_table(report.score_rows(scores)), summary)
 
 
 def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
@@ -209,9 +158,10 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
     try:
         mask = PersonalMask.load(mask_file)
     except FaceprotError as e:
-        raise gr.Error(_mention_name(e, mask_file)) from None
+        raise gr.Error(report.name_in_message(e, mask_file)) from None
     out = _out_dir()
-    written, rows, failed, still_found, all_scores = [], [], [], {}, []
+    written, rows, failed, per_photo = [], [], [], {}
+    targets = report.output_names(photos)
     for k, path in enumerate(progress.tqdm(photos, desc="Protecting photos")):
         name = Path(path).name
         try:
@@ -219,46 +169,26 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
             # Refinement stays on the CPU here: this handler is not a spaces.GPU function, and on
             # ZeroGPU CUDA is only real inside one.
             result = apply_mask(pic, mask, faces=which, refine=int(refine), seed=k, device="cpu")
-            target = out / f"{Path(path).stem}-protected.png"
-            n = 1
-            while target.exists():
-                n += 1
-                target = out / f"{Path(path).stem}-protected-{n}.png"
-            target.write_bytes(encode_png(result.picture))
+            target = out / targets[k]
+            target.write_bytes(result.png())
             written.append(target)
-            for s in compare_photos(pic.rgb, result.picture.rgb, surrogates=mask.surrogates):
-                all_scores.append(s)
-                rows.append([name, *_score_rows([s])[0]])
-                if s.match:
-                    still_found.setdefault(name, []).append(s.evaluator)
+            # the scores compare the largest face of each: reuse it when it is the one protected
+            scores = compare_photos(pic.rgb, result.picture.rgb, surrogates=mask.surrogates,
+                                    face_a=result.faces[0] if which == "largest" else None)
+            per_photo[name if name not in per_photo else f"{name} ({k + 1})"] = scores
+            rows += [[name, *row] for row in report.score_rows(scores)]
         except FaceprotError as e:
-            message = _mention_name(e, path)
+            message = report.name_in_message(e, path)
             failed.append(message if message.startswith(name) else f"{name}: {message}")
     if not written:
         raise gr.Error("No photo could be protected. " + " ".join(failed))
-    download = written[0]
-    if len(written) > 1:
-        download = out / "protected-photos.zip"
-        with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
-            for w in written:
-                z.write(w, w.name)
-    status = f"Mask applied to {len(written)} of {len(photos)} photo(s)."
-    if still_found:
-        status += (f"\n\n**Still recognised: {len(still_found)} of {len(written)}.** A recognizer still "
-                   "matches these protected photos to their originals, so the mask does not hide them "
-                   "from it: " + "; ".join(f"{n} ({', '.join(evs)})" for n, evs in still_found.items())
-                   + ". " + ("More refinement steps, or a mask made at strength *high*, protect more."
-                             if int(refine) < 10 else "A mask made at strength *high* protects more."))
-    else:
-        status += (" No recognizer here matches any of them to its original any more."
-                   + _unseen_caveat(all_scores))
-    if failed:
-        status += "\n\nNot protected:\n" + "\n".join(f"- {f}" for f in failed)
+    download = written[0] if len(written) == 1 else report.zip_outputs(written, out / report.ZIP_NAME)
+    status = report.apply_verdict(per_photo, len(photos), int(refine), failed)
     return [str(w) for w in written], str(download), _score_table(rows, ["photo", *SCORE_HEADERS]), status
 
 
 with gr.Blocks(title="faceprot") as demo:
-    gr.Markdown(INTRO + "\n" + recognizers_note())
+    gr.Markdown(INTRO + "\n" + report.recognizers_note())
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
                     "Here *white-box* marks the recognizers that the cloak attacks by default.")

@@ -186,7 +186,7 @@ def save_and_reread(rgb: np.ndarray, path: Path) -> np.ndarray:
 def noise_baseline(rgb: np.ndarray, face, budget: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(a) uniform random noise with the mask's per-pixel budget."""
     d = rng.uniform(-1, 1, (CANONICAL_SIZE, CANONICAL_SIZE, 3)) * budget[0][..., None]
-    return paste_back(rgb, face.transform, d * 255)
+    return paste_back(rgb, face.transform, d.transpose(2, 0, 1))
 
 
 class ReleasedCodeCloak:
@@ -231,12 +231,19 @@ class ReleasedCodeCloak:
         cloak = UniversalCloak(self.models, CloakConfig(eps=eps, eps_high=eps, iterations=self.iterations,
                                                         use_attention=False, use_anchors=False, use_eot=False))
 
-        class BoxSpace:  # the surrogates see box crops mapped into their input region
+        to_canonical = self._to_canonical
+
+        class BoxSpace(torch.nn.Module):  # the surrogates see box crops mapped into their input region
             def __init__(s, m):
+                super().__init__()
                 s.m, s.name, s.metric, s.threshold = m, m.name, m.metric, m.threshold
 
-            def __call__(s, t):
-                return s.m(self._to_canonical(t))
+            @property
+            def device(s):
+                return s.m.device
+
+            def forward(s, t):
+                return s.m(to_canonical(t))
 
         cloak.surrogates = [BoxSpace(m) for m in self.models]
         person = cloak.person_embeddings(x)
@@ -313,7 +320,7 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
     main = masks.get(("medium", "both")) or next(iter(masks.values()))
     evaluate("baseline-noise", lambda rgb, f: noise_baseline(rgb, f, main.mask.budget, rng))
     if not args.quick:
-        views = [v for v in main.views.images[1:]]  # canonical views stand in as photos of the person
+        views = list(main.views.pictures()[1:])  # canonical views stand in as photos of the person
         rc = ReleasedCodeCloak(SETTINGS["both"], seed=args.seed).enroll(selfie, views)
         evaluate("baseline-released", lambda rgb, f: rc.apply(rgb, f))
         evaluate("reference-per-image", lambda rgb, f: per_image_pgd(rgb, f, SETTINGS["both"], "medium", args.seed),
@@ -324,7 +331,8 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
 
 
 def _canonical_delta(clean: np.ndarray, prot: np.ndarray, face) -> np.ndarray:
-    return align(prot, face.transform).astype(np.float32) - align(clean, face.transform).astype(np.float32)
+    """(3, S, S) float32: what the protection changed in canonical space, in the canonical units."""
+    return (align(prot, face.transform) - align(clean, face.transform))[0].numpy()
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -347,7 +355,7 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
     faces = [(i, clean, find_faces(clean)[0]) for i, clean in probes]
     if len(faces) < 2:
         return out
-    exact = en.mask.delta.transpose(1, 2, 0) * 255  # the universal mask, canonical, 8-bit levels
+    exact = en.mask.delta  # the universal mask, (3, S, S) canonical units
     for key in settings:
         refine, strip = reuse_setting(key)
         t = time.perf_counter()
@@ -375,7 +383,7 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
 def edge_correlation(en) -> float:
     """Correlation between |delta| and the selfie's high-pass edge map, over the face."""
     face = en.focus.face
-    hp = HighPassMask().zscore(en.views.images[0], face)
+    hp = HighPassMask().zscore(en.views.pictures()[0], face)
     mag = np.abs(en.mask.delta).mean(0)
     return _corr(mag[face], hp[face])
 

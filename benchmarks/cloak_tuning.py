@@ -30,9 +30,9 @@ import cloak as bench
 from _common import RESULTS, SHARED_FACES
 from faceprot.cloak import optimizer
 from faceprot.cloak.apply import apply_mask
-from faceprot.cloak.eot import RealLifeChain
+from faceprot.eot import RealLifeChain
 from faceprot.cloak.enroll import enroll
-from faceprot.cloak.views import AugmentViews
+from faceprot.generators import AugmentViews
 from faceprot.datasets import load_faceset
 from faceprot.faces import find_faces
 from faceprot.io import encode_png, load_image

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Sequence
+
 import cv2
 import numpy as np
+import torch
 
 CANONICAL_SIZE = 256
 
@@ -131,16 +134,8 @@ class FaceTransform:
         return x0, y0, x1, y1
 
 
-def align(rgb: np.ndarray, transform: FaceTransform) -> np.ndarray:
-    """Warp a photo into canonical space.
-
-    Args:
-        rgb: (H, W, 3) uint8 photo.
-        transform: photo -> canonical.
-    Returns:
-        (CANONICAL_SIZE, CANONICAL_SIZE, 3) uint8 aligned face. Area outside the photo is
-        replicated from its border.
-    """
+def _warp_into_canonical(rgb: np.ndarray, transform: FaceTransform) -> np.ndarray:
+    """(CANONICAL_SIZE, CANONICAL_SIZE, 3) uint8: one face warped into canonical space."""
     m = transform.matrix.copy()
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = transform.region_bbox(w, h, margin=4)
@@ -165,6 +160,65 @@ def align(rgb: np.ndarray, transform: FaceTransform) -> np.ndarray:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# The canonical boundary. Inside canonical space everything is a float tensor (B, 3, S, S), RGB
+# in [0, 1]; deltas use the same units. These functions are the only conversions between
+# that convention and 8-bit pictures (H, W, 3) uint8.
+# --------------------------------------------------------------------------------------------
+
+
+def to_tensor(pictures: np.ndarray) -> torch.Tensor:
+    """8-bit canonical pictures -> the canonical tensor convention.
+
+    Args:
+        pictures: (S, S, 3) or (B, S, S, 3) uint8.
+    Returns:
+        (B, 3, S, S) float32 in [0, 1], channels-last in memory (a view of the stacked pictures'
+        layout, which every recognizer has always been run on: the same layout gives the same
+        floating-point results).
+    """
+    a = np.asarray(pictures)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"Expected (B, S, S, 3) uint8 canonical pictures, got {a.shape} {a.dtype}.")
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255
+
+
+def to_pictures(x: torch.Tensor) -> np.ndarray:
+    """The canonical tensor convention -> 8-bit pictures (for display and 8-bit image filters).
+
+    Args:
+        x: (B, 3, S, S) or (3, S, S) float in [0, 1] (values outside are clipped).
+    Returns:
+        (B, S, S, 3) uint8 (rounded to the nearest level; exact for tensors from :func:`to_tensor`).
+    """
+    x = x.detach().cpu()
+    if x.dim() == 3:
+        x = x[None]
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def batch(faces: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Canonical tensors (B_i, 3, S, S) joined into one batch, in :func:`to_tensor`'s memory layout."""
+    return torch.cat(list(faces)).contiguous(memory_format=torch.channels_last)
+
+
+def align(rgb: np.ndarray, transforms: FaceTransform | Sequence[FaceTransform]) -> torch.Tensor:
+    """Warp faces of a photo into canonical space.
+
+    Args:
+        rgb: (H, W, 3) uint8 photo.
+        transforms: one photo -> canonical transform, or several (one per face).
+    Returns:
+        (B, 3, CANONICAL_SIZE, CANONICAL_SIZE) float32 in [0, 1], B = number of transforms. Each
+        face is warped bilinearly at 8 bits, as a recognizer's own aligner would see it. Area
+        outside the photo is replicated from its border.
+    """
+    ts = [transforms] if isinstance(transforms, FaceTransform) else list(transforms)
+    return to_tensor(np.stack([_warp_into_canonical(rgb, t) for t in ts]))
+
+
 #: Width (canonical pixels) of the feathered edge of the face region.
 FEATHER = 12
 
@@ -178,7 +232,7 @@ def region_weight(size: int = CANONICAL_SIZE, feather: int = FEATHER) -> np.ndar
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: np.ndarray) -> np.ndarray:
+def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: torch.Tensor | np.ndarray) -> np.ndarray:
     """Add a canonical-space delta to a photo at the photo's own resolution.
 
     The delta is warped through the inverse transform with bilinear interpolation and multiplied
@@ -189,16 +243,25 @@ def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: np.ndarray) -> 
     Args:
         rgb: (H, W, 3) uint8 photo.
         transform: photo -> canonical.
-        delta: (CANONICAL_SIZE, CANONICAL_SIZE, 3) float, in 8-bit pixel levels (0..255 scale).
+        delta: (3, S, S) or (1, 3, S, S) float in the canonical convention's units ([0, 1] is the
+            full 8-bit range), as a tensor or an array.
     Returns:
         (H, W, 3) uint8 photo.
     """
+    d = delta.detach().cpu().numpy() if isinstance(delta, torch.Tensor) else np.asarray(delta)
+    if d.ndim == 4:
+        if d.shape[0] != 1:
+            raise ValueError(f"paste_back takes one face's delta, got a batch of {d.shape[0]}.")
+        d = d[0]
+    if d.shape != (3, CANONICAL_SIZE, CANONICAL_SIZE):
+        raise ValueError(f"Expected a (3, {CANONICAL_SIZE}, {CANONICAL_SIZE}) delta, got {d.shape}.")
+    levels = d.transpose(1, 2, 0) * 255.0  # 8-bit pixel levels
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = transform.region_bbox(w, h)
     out = rgb.copy()
     if x1 <= x0 or y1 <= y0:
         return out
-    weighted = delta.astype(np.float32) * region_weight()[..., None]
+    weighted = levels.astype(np.float32) * region_weight()[..., None]
     # canonical -> photo crop: sample canonical at M(photo pixel) (WARP_INVERSE_MAP), zero outside.
     m = transform.matrix.copy()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import FaceprotError
 
@@ -30,29 +31,45 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .evaluators import compare_photos, format_table
+    from .evaluators import compare_photos
     from .io import load_image
+    from .report import format_table
     from .runtime import configure_threads
 
     configure_threads()
-    a, b = load_image(args.a), load_image(args.b)
+    a, b = (_read(load_image, p) for p in (args.a, args.b))
     for n in a.notices + b.notices:
         print(f"note: {n}", file=sys.stderr)
     evaluators = args.evaluators.split(",") if args.evaluators else None
-    print(format_table(compare_photos(a.rgb, b.rgb, evaluators=evaluators)))
+    try:
+        scores = compare_photos(a.rgb, b.rgb, evaluators=evaluators)
+    except FaceprotError as e:  # "Photo A: ..." -> the file's name
+        msg = str(e)
+        for label, path in (("A", args.a), ("B", args.b)):
+            msg = msg.replace(f"Photo {label}:", f"{path}:")
+        raise FaceprotError(msg) from None
+    print(format_table(scores))
     return 0
+
+
+def _read(loader, path):
+    """Read one photo; its errors name the photo."""
+    try:
+        return loader(path)
+    except FaceprotError as e:
+        msg = str(e)
+        raise type(e)(msg if str(path) in msg or Path(path).name in msg else f"{path}: {msg}") from None
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def _cmd_enroll(args) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
+    from . import report
     from .cloak import apply_mask, enroll
-    from .io import encode_png
+    from .protect import locate
     from .runtime import configure_threads
 
     configure_threads()
@@ -69,8 +86,9 @@ def _cmd_enroll(args) -> int:
         state["n"] = max(state["n"], n)
         bar.set_postfix_str(message)
 
+    located = locate(_read(_load, args.selfie), "largest")  # read and detected once
     try:
-        result = enroll(args.selfie, preset=args.strength, seed=args.seed, generator=args.generator,
+        result = enroll(located.picture, face=located.chosen[0], preset=args.strength, seed=args.seed, generator=args.generator,
                         n_views=args.views, surrogates=surrogates, store_identity=args.remember_me,
                         progress=progress, device=args.device)
     finally:
@@ -78,12 +96,9 @@ def _cmd_enroll(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result.mask.save(out)
     m = result.mask
-    print(f"saved {out}: strength {m.preset}, eps {m.eps * 255:.0f}/255 "
-          f"({m.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {m.seed}, "
-          f"{len(result.views.images)} views ({m.generator}), surrogates {', '.join(m.surrogates)}, "
-          f"{result.seconds['total']:.1f} s")
+    print(f"saved {out}. " + report.mask_description(m, len(result.views.images), result.seconds["total"]))
     if m.identity:
-        print("note: the mask stores your face embedding (--remember-me); keep the file private.")
+        print("note: " + report.IDENTITY_STORED)
     if args.maps:
         from PIL import Image
 
@@ -91,15 +106,18 @@ def _cmd_enroll(args) -> int:
         d.mkdir(parents=True, exist_ok=True)
         for name, img in result.teaching_maps().items():
             Image.fromarray(img).save(d / f"{name.split(' ')[0]}.png")
-        protected = apply_mask(result.selfie, m)
-        (d / "protected-selfie.png").write_bytes(encode_png(protected.picture))
+        (d / "protected-selfie.png").write_bytes(apply_mask(located, m).png())
         print(f"teaching maps and the protected selfie written to {d}/")
     return 0
 
 
-def _photo_list(items: list[str]) -> list:
-    from pathlib import Path
+def _load(path):
+    from .io import load_image
 
+    return load_image(path)
+
+
+def _photo_list(items: list[str]) -> list:
     photos = []
     for item in items:
         p = Path(item)
@@ -112,12 +130,11 @@ def _photo_list(items: list[str]) -> list:
 
 def _cmd_apply(args) -> int:
     import time
-    from pathlib import Path
 
     from tqdm import tqdm
 
     from .cloak import PersonalMask, apply_mask
-    from .io import encode_png
+    from .report import output_names
     from .runtime import configure_threads, resolve_device
 
     configure_threads()
@@ -134,19 +151,15 @@ def _cmd_apply(args) -> int:
             faces = [int(v) for v in faces.split(",")]
         except ValueError:
             raise FaceprotError(f"--faces must be largest, all, me or face numbers like 0,2; not {faces!r}.") from None
-    names = {}
-    for p in photos:  # name outputs after inputs; disambiguate a.jpg and a.png
-        stem = p.stem if [q.stem for q in photos].count(p.stem) == 1 else f"{p.stem}-{p.suffix.lstrip('.').lower()}"
-        names[p] = out_dir / f"{stem}-protected.png"
+    targets = [out_dir / n for n in output_names(photos)]
     failures, lines = [], []
-    for p in tqdm(photos, desc="apply", unit="photo"):
+    for p, target in zip(tqdm(photos, desc="apply", unit="photo"), targets):
         t = time.perf_counter()
         try:
-            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed, device=device)
-            target = names[p]
             if target.exists() and not args.force:
                 raise FaceprotError(f"{target} already exists (pass --force to overwrite)")
-            target.write_bytes(encode_png(result.picture))
+            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed, device=device)
+            target.write_bytes(result.png())
             h, w = result.picture.rgb.shape[:2]
             note = ("; " + " ".join(result.notices)) if result.notices else ""
             lines.append(f"ok    {p} -> {target}: {len(result.faces)} face(s) protected, {w}x{h}, "

@@ -14,9 +14,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .canonical import align
+from .canonical import align, batch
 from .errors import FaceprotError, NoFaceError
-from .evaluators import canonical_batch, get_evaluator
+from .evaluators import get_evaluator
 from .faces import find_faces
 from .io import load_image
 
@@ -51,12 +51,12 @@ def embed_photos(paths: Iterable[str | Path], evaluators: list[str], batch: int 
     pipeline = [e for e in evaluators if e != "dlib-cpp"]
     out: dict[str, list] = {e: [None] * n for e in evaluators}
     found = np.zeros(n, bool)
-    pending: list[tuple[int, np.ndarray]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
 
     def flush():
         if not pending:
             return
-        x = canonical_batch([c for _, c in pending])
+        x = batch([c for _, c in pending])
         with torch.no_grad():
             for name in pipeline:
                 emb = get_evaluator(name).model(x).numpy()

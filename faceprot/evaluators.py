@@ -27,12 +27,6 @@ from .recognizers.base import Threshold
 _DLIB_CPP_LOCK = threading.Lock()
 
 
-def canonical_batch(crops: list[np.ndarray]) -> torch.Tensor:
-    """List of (256, 256, 3) uint8 aligned faces -> (B, 3, 256, 256) float32 in [0, 1]."""
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
-    return x / 255.0
-
-
 @dataclass
 class Score:
     """One evaluator's verdict on a pair of photos."""
@@ -63,8 +57,7 @@ class PipelineEvaluator:
     @torch.no_grad()
     def embed_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         """(N, D) embeddings of the given faces of one photo."""
-        x = canonical_batch([align(rgb, f.transform) for f in faces])
-        return self.model(x).numpy()
+        return self.model(align(rgb, [f.transform for f in faces])).numpy()
 
     def embed(self, rgb: np.ndarray, face: Face | None = None) -> np.ndarray:
         face = face or find_faces(rgb)[0]
@@ -144,27 +137,35 @@ def role_of(name: str, surrogates) -> tuple[str, str]:
     return "black-box", "never seen by the optimisation"
 
 
-def compare_photos(a: np.ndarray, b: np.ndarray, evaluators=None, surrogates=None) -> list[Score]:
+def compare_photos(a: np.ndarray, b: np.ndarray, evaluators=None, surrogates=None,
+                   face_a: Face | None = None, face_b: Face | None = None) -> list[Score]:
     """Score two photos (largest face of each) on every evaluator.
 
     Args:
         a, b: (H, W, 3) uint8 RGB photos.
         evaluators: names; default every available one.
         surrogates: which recognizers count as white-box; default the default ensemble.
+        face_a, face_b: the face of each photo when faceprot has found it already (it is then not
+            detected again); dlib-cpp always runs its own detector, as a pipeline of its own.
     Returns:
         one :class:`Score` per evaluator; an evaluator that finds no face gives score None.
     Raises:
-        NoFaceError when faceprot's own detector finds no usable face in a photo.
+        NoFaceError naming photo A or B when faceprot's own detector finds no usable face in it.
     """
     names = list(evaluators or available_evaluators())
     surrogates = tuple(DEFAULT_SURROGATES if surrogates is None else surrogates)
-    face_a, face_b = find_faces(a)[0], find_faces(b)[0]
+    faces = []
+    for label, rgb, face in (("A", a, face_a), ("B", b, face_b)):
+        try:
+            faces.append(face or find_faces(rgb)[0])
+        except NoFaceError as e:
+            raise NoFaceError(f"Photo {label}: {e}") from None
     out = []
     for name in names:
         ev = get_evaluator(name)
         role, note = role_of(name, surrogates)
         try:
-            s = ev.score(ev.embed(a, face_a), ev.embed(b, face_b))
+            s = ev.score(ev.embed(a, faces[0]), ev.embed(b, faces[1]))
             out.append(Score(name, ev.metric, s, ev.threshold.value, ev.is_match(s), role, note))
         except NoFaceError:
             out.append(Score(name, ev.metric, None, ev.threshold.value, None, role,
@@ -172,17 +173,7 @@ def compare_photos(a: np.ndarray, b: np.ndarray, evaluators=None, surrogates=Non
     return out
 
 
-def format_table(scores: list[Score]) -> str:
-    """Plain-text table, one evaluator per row."""
-    rows = [("evaluator", "role", "metric", "score", "threshold", "verdict")]
-    for s in scores:
-        rows.append((s.evaluator, s.role, s.metric, "-" if s.score is None else f"{s.score:.3f}",
-                     ("< " if s.metric == "l2" else ">= ") + f"{s.threshold:.3f}", s.verdict()))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
 __all__ = [
     "Score", "PipelineEvaluator", "DlibCppEvaluator", "available_evaluators", "get_evaluator",
-    "compare_photos", "format_table", "role_of", "FaceprotError", "ModelUnavailableError",
+    "compare_photos", "role_of", "FaceprotError", "ModelUnavailableError",
 ]

@@ -28,7 +28,7 @@ def aligned_people(manifest: list[dict] | None = None, people: int = PEOPLE, per
         d = np.load(path)
         return {str(i): (d["faces"][d["identity"] == i], d["landmarks"][d["identity"] == i])
                 for i in dict.fromkeys(d["identity"].tolist())}
-    from faceprot.canonical import align
+    from faceprot.canonical import align, to_pictures
     from faceprot.cloak.views import _canonical_landmarks
     from faceprot.faces import detect_faces
     from faceprot.io import load_image
@@ -41,7 +41,7 @@ def aligned_people(manifest: list[dict] | None = None, people: int = PEOPLE, per
         rgb = load_image(e["path"]).rgb
         found = detect_faces(rgb)
         if len(found) == 1:
-            got[0].append(align(rgb, found[0].transform))
+            got[0].append(to_pictures(align(rgb, found[0].transform))[0])
             got[1].append(_canonical_landmarks(found[0], found[0].transform))
         full = [k for k, v in out.items() if len(v[0]) >= per_person]
         if len(full) >= people:

@@ -25,7 +25,7 @@ from faceprot.errors import ModelUnavailableError
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from faceprot.cloak.arc2face import ID_PROMPT, Arc2FaceGenerator, load_arc2face  # noqa: E402
+from faceprot.generators.arc2face import ID_PROMPT, Arc2FaceGenerator, load_arc2face  # noqa: E402
 
 HIDDEN = 32  # the tiny encoder's width (768 for the real one)
 ID_DIM = 24  # the tiny "ArcFace" embedding (512 for the real one), shorter than HIDDEN

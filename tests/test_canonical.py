@@ -12,6 +12,7 @@ from PIL import Image
 
 from faceprot.canonical import (
     CANONICAL_POINTS, CANONICAL_SIZE, FaceTransform, align, estimate_similarity, paste_back, region_mask,
+    to_pictures, to_tensor,
 )
 from faceprot.faces import find_faces
 from faceprot.io import encode_png, load_image
@@ -53,8 +54,10 @@ def test_alignment_puts_the_five_points_on_the_template(lfw_manifest):
         face = find_faces(rgb)[0]
         p = np.hstack([face.points5, np.ones((5, 1))]) @ face.transform.matrix.T
         errs.append(np.linalg.norm(p - CANONICAL_POINTS, axis=1).mean())
-        canon = align(rgb, face.transform)
-        assert canon.shape == (CANONICAL_SIZE, CANONICAL_SIZE, 3) and canon.dtype == np.uint8
+        x = align(rgb, face.transform)
+        assert x.shape == (1, 3, CANONICAL_SIZE, CANONICAL_SIZE) and x.dtype == torch.float32
+        assert 0 <= float(x.min()) and float(x.max()) <= 1
+        canon = to_pictures(x)[0]
         # the aligned image really has the face where the transform says: its landmarks, found
         # again by the detector in the aligned picture, sit where the transform maps the photo's
         again = find_faces(canon)[0].points5
@@ -70,7 +73,7 @@ def test_align_matches_a_direct_warp_and_shrinks_big_faces_without_aliasing(phot
     face = find_faces(rgb)[0]
     assert face.transform.scale < 0.7  # exercises the pre-shrink path
     direct = cv2.warpAffine(rgb, face.transform.matrix, (CANONICAL_SIZE, CANONICAL_SIZE), flags=cv2.INTER_AREA)
-    ours = align(rgb, face.transform).astype(float)
+    ours = to_pictures(align(rgb, face.transform))[0].astype(float)
     # same geometry: mean difference small (the two resample differently, never by a shift);
     # measured 1.7 levels overall and 1.9 in the centre, where half a pixel's shift gives 3.9
     err = np.abs(ours - direct)
@@ -112,7 +115,7 @@ def test_dlib_chip_crop_is_differentiable_and_inside_canonical_space():
 def test_zero_delta_is_the_identity_bit_for_bit(photos_manifest):
     for rgb in _photos(photos_manifest, 4):
         face = find_faces(rgb)[0]
-        out = paste_back(rgb, face.transform, np.zeros((CANONICAL_SIZE, CANONICAL_SIZE, 3), np.float32))
+        out = paste_back(rgb, face.transform, torch.zeros(3, CANONICAL_SIZE, CANONICAL_SIZE))
         assert np.array_equal(out, rgb)
 
 
@@ -133,7 +136,7 @@ def test_bounded_delta_stays_in_the_face_region_and_in_budget(photos_manifest, e
     for rgb in _photos(photos_manifest, 5):
         sizes.add(rgb.shape[:2])
         face = find_faces(rgb)[0]
-        delta = rng.uniform(-eps_levels, eps_levels, (CANONICAL_SIZE, CANONICAL_SIZE, 3)).astype(np.float32)
+        delta = rng.uniform(-eps_levels, eps_levels, (3, CANONICAL_SIZE, CANONICAL_SIZE)).astype(np.float32) / 255
         out = paste_back(rgb, face.transform, delta)
         diff = np.abs(out.astype(int) - rgb.astype(int))
         changed = diff.max(-1) > 0
@@ -153,11 +156,37 @@ def test_paste_back_reaches_the_photo_at_its_own_resolution(photos_manifest):
     """The delta is resampled to the photo's pixels, not pasted as a 256x256 block."""
     rgb = _photos(photos_manifest, 1)[0]
     face = find_faces(rgb)[0]
-    delta = np.zeros((CANONICAL_SIZE, CANONICAL_SIZE, 3), np.float32)
-    delta[100:156, 100:156] = 10.0
+    delta = torch.zeros(1, 3, CANONICAL_SIZE, CANONICAL_SIZE)
+    delta[..., 100:156, 100:156] = 10 / 255
     out = paste_back(rgb, face.transform, delta)
     changed = np.argwhere((out != rgb).any(-1))
     extent = changed.max(0) - changed.min(0)
     # 56 canonical px -> 56 / scale photo px
     expect = 56 / face.transform.scale
     assert 0.8 * expect < extent.max() < 1.6 * expect
+
+
+def test_the_canonical_boundary_round_trips_and_keeps_one_layout(lfw_manifest):
+    """align gives (B, 3, S, S) float in [0, 1]; to_pictures/to_tensor convert exactly both ways,
+    and every canonical batch has the same memory layout (the recognizers' float results depend
+    on it, so the cloak's figures would drift with another one)."""
+    from faceprot.canonical import batch
+
+    rgbs = [load_image(e["path"]).rgb for e in lfw_manifest[:2]]
+    xs = [align(r, find_faces(r)[0].transform) for r in rgbs]
+    pics = to_pictures(torch.cat(xs))
+    assert pics.shape == (2, CANONICAL_SIZE, CANONICAL_SIZE, 3) and pics.dtype == np.uint8
+    back = to_tensor(pics)
+    assert torch.equal(back, torch.cat(xs))  # 8-bit levels survive the round trip exactly
+    joined = batch(xs)
+    assert joined.stride() == back.stride()
+    assert joined.is_contiguous(memory_format=torch.channels_last)
+    # a face warped on its own and in a batch of two is the same face
+    both = align(rgbs[0], [find_faces(rgbs[0])[0].transform] * 2)
+    assert torch.equal(both[0], xs[0][0]) and torch.equal(both[1], xs[0][0])
+    # paste_back takes the same units: a delta of 4/255 moves pixels by 4 levels inside the face
+    face = find_faces(rgbs[0])[0]
+    out = paste_back(rgbs[0], face.transform, torch.full((3, CANONICAL_SIZE, CANONICAL_SIZE), 4 / 255))
+    assert np.abs(out.astype(int) - rgbs[0].astype(int)).max() == 4
+    with pytest.raises(ValueError):
+        paste_back(rgbs[0], face.transform, torch.zeros(CANONICAL_SIZE, CANONICAL_SIZE, 3))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from aligned_faces import ENV as ALIGNED_ENV
 from aligned_faces import aligned_people
+from faceprot.attack import similarity
 from faceprot.cli import main as cli_main
 from faceprot.errors import FaceprotError
 from faceprot.recognizers import DEFAULT_SURROGATES, load_surrogate
@@ -144,8 +145,8 @@ def test_universal_cloak_on_gpu_protects_as_on_cpu(people):
     for name in DEFAULT_SURROGATES:
         s = load_surrogate(name)
         with torch.no_grad():
-            clean = s.similarity(s(x), person[name][None])
-            drops[name] = {dev: float((clean - s.similarity(s((x + d).clamp(0, 1)), person[name][None])).mean())
+            clean = similarity(s, s(x), person[name][None])
+            drops[name] = {dev: float((clean - similarity(s, s((x + d).clamp(0, 1)), person[name][None])).mean())
                            for dev, d in (("cpu", d_cpu), ("gpu", d_gpu))}
     agree = float((d_cpu.sign() == d_gpu.sign()).float().mean())
     print(f"cloak: CPU {runs['cpu'][1]:.2f} s, GPU {runs['gpu'][1]:.2f} s; loss CPU "
@@ -172,7 +173,7 @@ def test_refinement_on_gpu(people):
     s = load_surrogate("dlib-resnet")
     with torch.no_grad():
         own = s(x)
-        sim_base = float(s.similarity(s((x + base).clamp(0, 1)), own))
-        sim_refined = float(s.similarity(s((x + refined).clamp(0, 1)), own))
+        sim_base = float(similarity(s, s((x + base).clamp(0, 1)), own))
+        sim_refined = float(similarity(s, s((x + refined).clamp(0, 1)), own))
     print(f"refine on GPU: dlib-resnet similarity to the clean photo {sim_base:.3f} -> {sim_refined:.3f}")
     assert sim_refined < sim_base

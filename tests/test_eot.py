@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import shared_path
-from faceprot.cloak.eot import DiffJPEG, RealLifeChain, jitter, jpeg, quantize_8bit, resample
+from faceprot.eot import DiffJPEG, RealLifeChain, jitter, jpeg, quantize_8bit, resample
 
 FACE = ("assets", "faces", "lfw", "Alejandro_Toledo", "Alejandro_Toledo_0001.jpg")
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..canonical import align
+from ..attack import similarity
+from ..canonical import align, to_pictures, to_tensor
 from ..errors import FaceprotError
 from ..faces import detect_faces
 from ..io import load_image
@@ -56,7 +57,7 @@ def package_faces() -> tuple[np.ndarray, ...]:
         rgb = load_image(p).rgb
         for f in detect_faces(rgb):
             if f.width >= 50:
-                faces.append(align(rgb, f.transform))
+                faces.append(to_pictures(align(rgb, f.transform))[0])
     return tuple(faces)
 
 
@@ -108,7 +109,7 @@ class AnchorGallery:
         cache = self.__dict__.setdefault("_emb", {})
         key = (surrogate.name, str(surrogate.device))
         if key not in cache:
-            x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255
+            x = to_tensor(self.images)
             with torch.no_grad():
                 cache[key] = torch.cat([surrogate(x[i:i + 16].to(surrogate.device)) for i in range(0, len(x), 16)])
         return cache[key]
@@ -138,7 +139,7 @@ def choose_anchors(person: dict[str, torch.Tensor], surrogates: list, gallery: A
     for s in surrogates:
         emb = gallery.embeddings(s)
         ref = person[s.name].to(emb.device)[None]
-        sim = s.similarity(emb, ref).cpu()
+        sim = similarity(s, emb, ref).cpu()
         z = (sim - sim.mean()) / (sim.std() + 1e-12)
         zs.append(z)
         m = torch.tensor([s.is_match(float(v)) for v in s.score(emb, ref)])

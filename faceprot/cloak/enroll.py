@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import FaceprotError
-from ..faces import Face, find_faces
-from ..io import Picture, load_image
+from ..faces import Face
+from ..io import Picture
+from ..protect import as_picture, locate
 from ..recognizers import default_surrogates, load_surrogate
 from ..runtime import resolve_device
 from .anchors import AnchorGallery, Anchors, choose_anchors
@@ -58,7 +59,7 @@ class Enrollment:
     def teaching_maps(self) -> dict[str, np.ndarray]:
         """RGB uint8 (256, 256, 3) pictures: where the budget is larger, what attention chose,
         and the mask itself amplified to be visible."""
-        face = self.views.images[0]
+        face = self.views.pictures()[0]
         gray = cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
 
         def overlay(mask: np.ndarray, colour) -> np.ndarray:
@@ -78,7 +79,7 @@ class Enrollment:
 
 
 def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment", n_views: int = 8,
-           surrogates: list[str] | None = None, store_identity: bool = False, face: str | int = "largest",
+           surrogates: list[str] | None = None, store_identity: bool = False, face: str | int | Face = "largest",
            gallery: AnchorGallery | None = None, progress: Progress | None = None,
            device: str | None = None, **overrides) -> Enrollment:
     """Make a personal mask from one selfie.
@@ -92,7 +93,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
         surrogates: recognizers to optimise against (default: the default ensemble available here).
         store_identity: opt in to storing the person's embeddings in the mask file (enables
             "apply only to faces that are me").
-        face: which face of the selfie ("largest" or an index).
+        face: which face of the selfie: "largest", an index, or a :class:`Face` found in it already
+            (then the selfie is not detected again).
         progress: called as progress(fraction, message).
         device: where the optimisation runs: "auto" or None (a GPU when there is one, else the CPU;
             ``$FACEPROT_DEVICE`` overrides), "cpu" or "cuda". The mask comes back on the CPU either way.
@@ -101,9 +103,9 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
     say = progress or (lambda f, m: None)
     t0 = time.perf_counter()
     cfg = config_for(preset, **overrides)
-    pic = selfie if isinstance(selfie, Picture) else load_image(selfie)
+    pic = as_picture(selfie)
     say(0.02, "Finding the face")
-    the_face = find_faces(pic.rgb, face)[0]
+    the_face = face if isinstance(face, Face) else locate(pic, face).chosen[0]
     names = list(surrogates) if surrogates else default_surrogates()
     if not names:
         raise FaceprotError("No face recognizer is available to optimise against.")
@@ -115,11 +117,11 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
     t = time.perf_counter()
     views = make_views(pic.rgb, the_face, generator, n=n_views, seed=seed)
     t_views = time.perf_counter() - t
-    x = torch.from_numpy(views.images).permute(0, 3, 1, 2).float() / 255
+    x = views.images
 
     say(0.25, "Choosing anchors and budget")
     t = time.perf_counter()
-    focus = budget_map(views.images[0], views.landmarks[0], cfg.eps, cfg.eps_high,
+    focus = budget_map(views.pictures()[0], views.landmarks[0], cfg.eps, cfg.eps_high,
                        use_stickers=cfg.use_stickers, use_high_pass=cfg.use_high_pass,
                        max_high_fraction=cfg.max_high_fraction)
     budget = torch.from_numpy(focus.budget)[None]

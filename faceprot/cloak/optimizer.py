@@ -17,17 +17,15 @@ transformations). All views go through in one batch per step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..recognizers.base import module_device
+from ..attack import device_of, elastic_warp, gaussian_smooth, project, sign_step, similarity, unit_scale
+from ..eot import RealLifeChain
 from .anchors import Anchors
-from .eot import RealLifeChain
 from .focus import LearnableAttention
 
 
@@ -85,15 +83,6 @@ class CloakResult:
     losses: list[float] = field(default_factory=list)
 
 
-def similarity(model, emb: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Higher-is-more-alike, per sample (B,), in units where the model's threshold is about 1 apart
-    from 0: cosine for cosine models, -L2 / threshold for L2 models (dlib's descriptors are not
-    centred, so their cosines all sit near 1 and carry little gradient)."""
-    if model.metric == "cosine":
-        return F.cosine_similarity(emb, ref[None], dim=-1)
-    return -torch.linalg.vector_norm(emb - ref[None], dim=-1) / model.threshold.value
-
-
 def cloak_loss(model, emb: torch.Tensor, near: torch.Tensor | None, far: torch.Tensor | None,
                person: torch.Tensor, self_weight: float) -> torch.Tensor:
     """Per-sample loss (B,) for one surrogate; anchors may be None (dodging only)."""
@@ -101,51 +90,6 @@ def cloak_loss(model, emb: torch.Tensor, near: torch.Tensor | None, far: torch.T
     if near is not None:
         loss = loss + similarity(model, emb, near) - similarity(model, emb, far)
     return loss
-
-
-def gaussian_smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, C, H, W) smoothed per channel by a normalised Gaussian of ``sigma`` px (0: unchanged)."""
-    if sigma <= 0:
-        return g
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=g.dtype, device=g.device) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    c = g.shape[1]
-    g = F.conv2d(F.pad(g, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(g, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def elastic_warp(x: torch.Tensor, amplitude: float, generator: torch.Generator, grid: int = 5) -> torch.Tensor:
-    """(B, C, H, W) warped by a smooth random displacement field per sample, bilinear, border repeated.
-
-    The field is a ``grid`` x ``grid`` lattice of independent normal displacements (std
-    ``amplitude`` px per axis), interpolated bicubically over the image. The lattice is drawn on
-    ``generator``'s device (the CPU's, in faceprot) whatever ``x``'s is, so a seed gives the same
-    field on a GPU as on a CPU.
-    """
-    if amplitude <= 0:
-        return x
-    b, _, h, w = x.shape
-    coarse = torch.randn(b, 2, grid, grid, generator=generator, dtype=x.dtype, device=generator.device)
-    field = F.interpolate(coarse.to(x.device) * amplitude, size=(h, w), mode="bicubic", align_corners=True)
-    xs = (torch.arange(w, dtype=x.dtype, device=x.device) * 2 + 1) / w - 1
-    ys = (torch.arange(h, dtype=x.dtype, device=x.device) * 2 + 1) / h - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    sample = torch.stack([gx + field[:, 0] * 2 / w, gy + field[:, 1] * 2 / h], -1)
-    return F.grid_sample(x, sample, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _unit(g: torch.Tensor) -> torch.Tensor:
-    """A gradient scaled to mean |g| = 1, so every surrogate has an equal say in the sign step."""
-    return g / (g.abs().mean() + 1e-20)
-
-
-def _device_of(surrogates: list) -> torch.device:
-    """The one device all surrogates sit on (the optimisation runs there)."""
-    devices = {module_device(s) for s in surrogates}
-    if len(devices) != 1:
-        raise ValueError(f"All surrogates must be on one device, found {sorted(map(str, devices))}.")
-    return devices.pop()
 
 
 class UniversalCloak:
@@ -181,7 +125,7 @@ class UniversalCloak:
             progress: called as progress(iteration, iterations).
         """
         cfg = self.config
-        dev = _device_of(self.surrogates)
+        dev = device_of(self.surrogates)
         views, budget = views.to(dev), budget.to(dev)
         person = {k: v.to(dev) for k, v in person.items()}
         gen = torch.Generator().manual_seed(seed)
@@ -193,7 +137,7 @@ class UniversalCloak:
         momentum = torch.zeros_like(p)
         losses = []
         for it in range(cfg.iterations):
-            delta = torch.maximum(torch.minimum(attention.a * p, budget), -budget)  # Pi(A * P)
+            delta = project(attention.a * p, budget)  # Pi(A * P)
             faces = elastic_warp(views, cfg.view_warp_px, gen, cfg.view_warp_grid)  # views itself at 0
             pre = (faces + delta).clamp(0, 1)
             leaf = pre.detach().requires_grad_(True)
@@ -216,17 +160,15 @@ class UniversalCloak:
                 g_p = gaussian_smooth(grads[0], cfg.grad_smooth_sigma)
                 if cfg.mirror_gradient:  # the template is symmetric about the flip axis to 0.2 px
                     g_p = g_p + g_p.flip(-1)
-                momentum.mul_(cfg.momentum).add_(_unit(g_p))
-                p -= cfg.alpha * momentum.sign()
-                bound = budget * cfg.p_bound
-                p.copy_(torch.maximum(torch.minimum(p, bound), -bound))
+                momentum.mul_(cfg.momentum).add_(unit_scale(g_p))
+            sign_step(p, momentum, cfg.alpha, budget * cfg.p_bound)
             if cfg.use_attention:
                 attention.step(grads[1])
             losses.append(total)
             if progress:
                 progress(it + 1, cfg.iterations)
         with torch.no_grad():
-            delta = torch.maximum(torch.minimum(attention.a * p, budget), -budget)[0]
+            delta = project(attention.a * p, budget)[0]
         return CloakResult(delta.detach().cpu(), attention.map(), losses)
 
 
@@ -251,13 +193,13 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
     Returns:
         (3, 256, 256) refined delta on the CPU, |delta| <= budget.
     """
-    dev = _device_of(surrogates)
+    dev = device_of(surrogates)
     x, delta, budget = x.to(dev), delta.to(dev), budget.to(dev)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         clean = {s.name: s(x)[0] for s in surrogates}
         start = delta + (torch.rand(delta.shape, generator=gen) * 2 - 1).to(dev) * alpha
-        d = torch.maximum(torch.minimum(start, budget), -budget)[None].clone()
+        d = project(start, budget)[None].clone()
     d.requires_grad_(True)
     for _ in range(steps):
         g = torch.zeros_like(d)
@@ -268,8 +210,6 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
                 loss = sims[0] + strip_weight * sims[1]
             else:
                 loss = similarity(s, s(seen), clean[s.name]).mean()
-            g += _unit(torch.autograd.grad(loss, d)[0])
-        with torch.no_grad():
-            d -= alpha * g.sign()
-            d.copy_(torch.maximum(torch.minimum(d, budget), -budget))
+            g += unit_scale(torch.autograd.grad(loss, d)[0])
+        sign_step(d, g, alpha, budget)
     return d.detach()[0].cpu()

@@ -7,158 +7,38 @@ canonical space. The real selfie is always the first view.
 * ``augment`` (CPU default): realistic pose, scale and shift jitter, lighting, gamma, colour
   temperature, blur, JPEG, noise and mirroring, applied to the selfie.
 * ``arc2face`` (GPU): Arc2Face images conditioned on the selfie's ArcFace embedding
-  (:mod:`faceprot.cloak.arc2face`).
+  (:mod:`faceprot.generators.arc2face`).
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from typing import Callable, Protocol
 
-import cv2
 import numpy as np
-from PIL import Image
+import torch
 
-from ..canonical import FaceTransform, align
+from ..canonical import FaceTransform, align, batch, to_pictures
 from ..errors import FaceprotError, NoFaceError
 from ..faces import Face, find_faces
+from ..generators import ViewGenerator, get_generator
 
 
 @dataclass
 class Views:
     """Aligned views of one person.
 
-    images: (V, 256, 256, 3) uint8 canonical faces; images[0] is the real selfie.
+    images: (V, 3, 256, 256) float32 canonical faces in [0, 1]; images[0] is the real selfie.
     landmarks: (V, 68, 2) landmarks in canonical coordinates.
     generator: name of the generator that made views 1..V-1.
     """
 
-    images: np.ndarray
+    images: torch.Tensor
     landmarks: np.ndarray
     generator: str
 
-
-class ViewGenerator(Protocol):
-    name: str
-
-    def generate(self, rgb: np.ndarray, face: Face, n: int, seed: int) -> list[np.ndarray]:
-        """Up to n RGB photos (H, W, 3) uint8 of the person in ``face`` of ``rgb``."""
-        ...
-
-
-def _face_crop(rgb: np.ndarray, face: Face, target_scale: float = 1.1) -> np.ndarray:
-    """The face's region with a margin, resized so the face is near canonical scale (fast to augment)."""
-    t = face.transform
-    c = t.region_corners()
-    centre = c.mean(0)
-    half = np.abs(c - centre).max() * 1.35
-    x0, y0 = (centre - half).astype(int)
-    x1, y1 = (centre + half).astype(int)
-    pad = max(0, -x0, -y0, x1 - rgb.shape[1], y1 - rgb.shape[0])
-    src = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REFLECT_101) if pad else rgb
-    crop = src[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
-    f = t.scale * target_scale
-    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    return cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
-                      interpolation=interp)
-
-
-class AugmentViews:
-    """Realistic augmentations of the selfie (the CPU generator)."""
-
-    name = "augment"
-
-    def __init__(self, max_rotate: float = 12.0, max_yaw: float = 0.10, scale: tuple = (0.85, 1.15),
-                 max_shift: float = 0.05, mirror_prob: float = 0.5):
-        self.mirror_prob = mirror_prob
-        self.max_rotate = max_rotate
-        self.max_yaw = max_yaw
-        self.scale = scale
-        self.max_shift = max_shift
-
-    def _one(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        h, w = img.shape[:2]
-        # pose: in-plane rotation, scale, shift, and a perspective squeeze of one side (a small yaw)
-        ang = rng.uniform(-self.max_rotate, self.max_rotate)
-        s = rng.uniform(*self.scale)
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, s)
-        m[:, 2] += rng.uniform(-self.max_shift, self.max_shift, 2) * (w, h)
-        out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        yaw = rng.uniform(-self.max_yaw, self.max_yaw)
-        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-        dy = abs(yaw) * h / 2
-        dst = src.copy()
-        side = [1, 2] if yaw > 0 else [0, 3]  # the side turning away gets shorter
-        dst[side[0], 1] += dy
-        dst[side[1], 1] -= dy
-        out = cv2.warpPerspective(out, cv2.getPerspectiveTransform(src, dst), (w, h),
-                                  borderMode=cv2.BORDER_REFLECT_101)
-        if rng.random() < self.mirror_prob:
-            out = out[:, ::-1]
-        x = out.astype(np.float32) / 255
-        # lighting: exposure, contrast, a directional light ramp, gamma, colour temperature
-        x = x * rng.uniform(0.75, 1.25)
-        mean = x.mean()
-        x = (x - mean) * rng.uniform(0.75, 1.25) + mean
-        theta = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.mgrid[0:h, 0:w]
-        ramp = ((xx / w - 0.5) * np.cos(theta) + (yy / h - 0.5) * np.sin(theta))
-        x = x * (1 + rng.uniform(0, 0.5) * ramp)[..., None]
-        x = np.clip(x, 0, 1) ** rng.uniform(0.7, 1.4)
-        temp = rng.uniform(-0.08, 0.08)
-        x = x * np.array([1 + temp, 1.0, 1 - temp], np.float32)
-        if rng.random() < 0.4:
-            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.5))
-        if rng.random() < 0.4:
-            x = x + rng.normal(0, rng.uniform(1, 6) / 255, x.shape).astype(np.float32)
-        out = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
-        if rng.random() < 0.5:
-            buf = io.BytesIO()
-            Image.fromarray(out).save(buf, "JPEG", quality=int(rng.integers(40, 96)))
-            out = np.array(Image.open(buf).convert("RGB"))
-        return np.ascontiguousarray(out)
-
-    def generate(self, rgb: np.ndarray, face: Face, n: int, seed: int) -> list[np.ndarray]:
-        crop = _face_crop(rgb, face)
-        rng = np.random.default_rng(seed)
-        return [self._one(crop, rng) for _ in range(n)]
-
-
-class Arc2FaceViews:
-    """Arc2Face synthetic images of the person (GPU). Defaults follow the paper: 25 steps, guidance 3."""
-
-    name = "arc2face"
-
-    def __init__(self, steps: int = 25, guidance: float = 3.0, progress: Callable | None = None):
-        self.steps = steps
-        self.guidance = guidance
-        self.progress = progress
-
-    def generate(self, rgb: np.ndarray, face: Face, n: int, seed: int) -> list[np.ndarray]:
-        import torch
-
-        from ..recognizers import load_surrogate
-        from .arc2face import load_arc2face
-
-        arcface = load_surrogate("arcface-r100")
-        x = torch.from_numpy(align(rgb, face.transform)).permute(2, 0, 1)[None].float() / 255
-        with torch.no_grad():
-            emb = arcface(x)[0]
-        return load_arc2face().generate(emb, n=n, steps=self.steps, guidance=self.guidance,
-                                                seed=seed, progress=self.progress)
-
-
-GENERATORS = {"augment": AugmentViews, "arc2face": Arc2FaceViews}
-
-
-def get_generator(name: str | ViewGenerator) -> ViewGenerator:
-    if not isinstance(name, str):
-        return name
-    try:
-        return GENERATORS[name]()
-    except KeyError:
-        raise FaceprotError(f"Unknown view generator {name!r}; choose {' or '.join(GENERATORS)}.") from None
+    def pictures(self) -> np.ndarray:
+        """(V, 256, 256, 3) uint8: the views as 8-bit pictures (for display and 8-bit filters)."""
+        return to_pictures(self.images)
 
 
 def make_views(rgb: np.ndarray, face: Face, generator: str | ViewGenerator = "augment", n: int = 8,
@@ -185,7 +65,7 @@ def make_views(rgb: np.ndarray, face: Face, generator: str | ViewGenerator = "au
         round_seed += 7919  # a fresh draw for the replacements
     if len(images) < 2:
         raise FaceprotError("Could not make any varied view of this face; try a clearer, more frontal selfie.")
-    return Views(np.stack(images[: n + 1]), np.stack(marks[: n + 1]), gen.name)
+    return Views(batch(images[: n + 1]), np.stack(marks[: n + 1]), gen.name)
 
 
 def _canonical_landmarks(face: Face, t: FaceTransform) -> np.ndarray:

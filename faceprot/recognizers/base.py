@@ -99,11 +99,6 @@ class Surrogate(nn.Module):
             return F.cosine_similarity(a, b, dim=-1)
         return torch.linalg.vector_norm(a - b, dim=-1)
 
-    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Higher-is-more-alike version of :meth:`score` (for ranking and losses)."""
-        s = self.score(a, b)
-        return s if self.metric == "cosine" else -s
-
     def is_match(self, score: float) -> bool:
         t = self.threshold.value
         return score >= t if self.metric == "cosine" else score < t

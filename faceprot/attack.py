@@ -1,0 +1,99 @@
+"""The pieces every protection method's optimiser shares, on canonical tensors.
+
+All images are canonical tensors ``(B, 3, S, S)`` RGB in [0, 1] (see :mod:`faceprot.canonical`);
+embeddings are ``(B, D)``. Everything here is differentiable with respect to the images.
+
+* :func:`similarity`: the one "higher is more alike" score a loss uses, in threshold units;
+* :func:`project`: the L-inf projection onto a per-pixel budget;
+* :func:`sign_step`: one signed PGD step followed by that projection;
+* :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`: gradient and input shaping;
+* :func:`device_of`: the one device an ensemble of surrogates sits on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .recognizers.base import module_device
+
+
+def similarity(model, emb: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Higher-is-more-alike score per sample, in units where the model's threshold is about 1 apart
+    from 0: cosine for cosine models, -L2 / threshold for L2 models (dlib's descriptors are not
+    centred, so their cosines all sit near 1 and carry little gradient).
+
+    Args:
+        model: a surrogate (its ``metric`` and ``threshold`` are used).
+        emb: (B, D) embeddings.
+        ref: (D,) one reference, or (B, D) / (1, D) references.
+    Returns:
+        (B,) similarities.
+    """
+    if ref.dim() == 1:
+        ref = ref[None]
+    if model.metric == "cosine":
+        return F.cosine_similarity(emb, ref, dim=-1)
+    return -torch.linalg.vector_norm(emb - ref, dim=-1) / model.threshold.value
+
+
+def project(delta: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Clip a perturbation into its per-pixel L-inf budget: |delta| <= budget (broadcast)."""
+    return torch.maximum(torch.minimum(delta, budget), -budget)
+
+
+@torch.no_grad()
+def sign_step(delta: torch.Tensor, grad: torch.Tensor, alpha: float, budget: torch.Tensor) -> None:
+    """One PGD step in place: ``delta -= alpha * sign(grad)``, then :func:`project` onto the budget."""
+    delta -= alpha * grad.sign()
+    delta.copy_(project(delta, budget))
+
+
+def unit_scale(g: torch.Tensor) -> torch.Tensor:
+    """A gradient scaled to mean |g| = 1, so every model has an equal say in a sign step."""
+    return g / (g.abs().mean() + 1e-20)
+
+
+def gaussian_smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) smoothed per channel by a normalised Gaussian of ``sigma`` px (0: unchanged)."""
+    if sigma <= 0:
+        return g
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=g.dtype, device=g.device) ** 2 / (2 * sigma**2))
+    k = k / k.sum()
+    c = g.shape[1]
+    g = F.conv2d(F.pad(g, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(g, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def elastic_warp(x: torch.Tensor, amplitude: float, generator: torch.Generator, grid: int = 5) -> torch.Tensor:
+    """(B, C, H, W) warped by a smooth random displacement field per sample, bilinear, border repeated.
+
+    The field is a ``grid`` x ``grid`` lattice of independent normal displacements (std
+    ``amplitude`` px per axis), interpolated bicubically over the image. The lattice is drawn on
+    ``generator``'s device (the CPU's, in faceprot) whatever ``x``'s is, so a seed gives the same
+    field on a GPU as on a CPU.
+    """
+    if amplitude <= 0:
+        return x
+    b, _, h, w = x.shape
+    coarse = torch.randn(b, 2, grid, grid, generator=generator, dtype=x.dtype, device=generator.device)
+    field = F.interpolate(coarse.to(x.device) * amplitude, size=(h, w), mode="bicubic", align_corners=True)
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) * 2 + 1) / h - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    sample = torch.stack([gx + field[:, 0] * 2 / w, gy + field[:, 1] * 2 / h], -1)
+    return F.grid_sample(x, sample, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def device_of(surrogates: list) -> torch.device:
+    """The one device all surrogates sit on (an optimisation runs there)."""
+    devices = {module_device(s) for s in surrogates}
+    if len(devices) != 1:
+        raise ValueError(f"All surrogates must be on one device, found {sorted(map(str, devices))}.")
+    return devices.pop()
+
+
+__all__ = ["similarity", "project", "sign_step", "unit_scale", "gaussian_smooth", "elastic_warp", "device_of"]

@@ -1,0 +1,184 @@
+"""What faceprot hands back to a person, in one place for the app and the command line.
+
+* output naming (``<photo>-protected.png``, clashes made unique) and the zip of several outputs;
+* the score table's rows, as numbers and as plain text;
+* verdicts and caveats: what "no match" means, when a table is only the best case, which photos
+  a recognizer still finds;
+* a one-line description of a mask, and of which recognizers this installation has.
+
+Nothing here detects, aligns or optimises: it words results that the pipeline already made.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .evaluators import EVALUATOR_NAMES, Score, available_evaluators
+from .recognizers import surrogate_available
+
+PROTECTED_SUFFIX = "-protected.png"
+ZIP_NAME = "protected-photos.zip"
+
+SCORE_HEADERS = ["evaluator", "role", "metric", "score", "threshold", "verdict", "note"]
+
+
+# ------------------------------------------------------------------------------------ naming
+
+
+def output_names(sources: Sequence[str | Path]) -> list[str]:
+    """File names for the protected copies of ``sources``, in order, all distinct.
+
+    ``party.jpg`` -> ``party-protected.png``. Where two sources share a stem (``a.jpg``, ``a.png``)
+    the extension joins it (``a-jpg-protected.png``); where they still clash (the same name in two
+    folders) a counter follows (``a-protected-2.png``).
+    """
+    paths = [Path(s) for s in sources]
+    stems = [p.stem or "photo" for p in paths]
+    names, taken = [], set()
+    for p, stem in zip(paths, stems):
+        if stems.count(stem) > 1 and p.suffix:
+            stem = f"{stem}-{p.suffix.lstrip('.').lower()}"
+        name, n = f"{stem}{PROTECTED_SUFFIX}", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}{PROTECTED_SUFFIX[:-4]}-{n}.png"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def selfie_output_names(source: str | Path) -> dict[str, str]:
+    """File names of what protecting a selfie gives: the whole photo before and after, the
+    close-up of the square the mask changes before and after, and the mask file."""
+    stem = Path(source).stem or "selfie"
+    return {"original": f"{stem}-original.png", "protected": f"{stem}{PROTECTED_SUFFIX}",
+            "face-original": f"{stem}-face-original.png", "face-protected": f"{stem}-face{PROTECTED_SUFFIX}",
+            "mask": f"{stem}.faceprot"}
+
+
+def zip_outputs(files: Iterable[Path], dest: Path) -> Path:
+    """Store ``files`` (by their names) in the zip ``dest``, uncompressed: PNGs are compressed already."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as z:
+        for f in files:
+            z.write(f, Path(f).name)
+    return dest
+
+
+def name_in_message(message: str, path: str | Path) -> str:
+    """A message with a server-side path shown as the file's own name."""
+    return str(message).replace(str(path), Path(path).name)
+
+
+# ------------------------------------------------------------------------------------ scores
+
+
+def metric_label(metric: str) -> str:
+    return "L2 distance" if metric == "l2" else "cosine"
+
+
+def threshold_label(s: Score) -> str:
+    return ("< " if s.metric == "l2" else ">= ") + f"{s.threshold:.3f}"
+
+
+def score_rows(scores: Sequence[Score]) -> list[list]:
+    """One row per evaluator, in :data:`SCORE_HEADERS` order; the score stays a number (None when
+    that evaluator found no face)."""
+    return [[s.evaluator, s.role, metric_label(s.metric), None if s.score is None else round(s.score, 3),
+             threshold_label(s), s.verdict(), s.note] for s in scores]
+
+
+def format_table(scores: Sequence[Score]) -> str:
+    """Plain-text table, one evaluator per row (the command line's ``compare``)."""
+    rows = [("evaluator", "role", "metric", "score", "threshold", "verdict")]
+    for s in scores:
+        rows.append((s.evaluator, s.role, s.metric, "-" if s.score is None else f"{s.score:.3f}",
+                     threshold_label(s), s.verdict()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# ------------------------------------------------------------------------------------ verdicts
+
+
+#: The transfer figure the caveats quote (BENCHMARKS.md: a mask made against dlib-resnet alone,
+#: scored by mobilefacenet, medium, 100 LFW people).
+UNSEEN_FIGURE = "a mask made against dlib alone hid only 23% of photos from MobileFaceNet"
+
+
+def unseen_caveat(scores: Iterable[Score]) -> str:
+    """A warning (with a leading space) when every recognizer that scored was used to make the
+    mask or shares its network: then "no match" says nothing about recognizers the mask never
+    saw. Empty when a truly held-out recognizer scored."""
+    held_out = [s for s in scores if s.role == "black-box" and "same network weights" not in s.note]
+    if held_out:
+        return ""
+    return (" Every recognizer in this table was used to make the mask or shares its network, so "
+            f"this is the best case: one the mask never saw may still recognise you ({UNSEEN_FIGURE}).")
+
+
+def mask_description(mask, views: int | None = None, seconds: float | None = None) -> str:
+    """One sentence on how a mask was made: strength, budgets, seed, views, surrogates."""
+    made = "Mask made" + (f" in {seconds:.1f} s" if seconds is not None else "")
+    views_part = f" from {views} views ({mask.generator})" if views is not None else f" ({mask.generator} views)"
+    return (f"{made}{views_part}; strength {mask.preset} (eps {mask.eps * 255:.0f}/255, "
+            f"{mask.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {mask.seed}, "
+            f"surrogates: {', '.join(mask.surrogates)}.")
+
+
+IDENTITY_STORED = "The mask file stores your face embedding (you opted in): keep it private."
+
+
+def selfie_verdict(scores: Sequence[Score]) -> str:
+    """What the selfie-vs-protected-selfie table means, with the best-case caveat where it applies."""
+    return ("The table compares your selfie with its protected copy: *no match* means that "
+            "recognizer no longer matches them." + unseen_caveat(scores))
+
+
+def still_recognised(per_photo: dict[str, Sequence[Score]]) -> dict[str, list[str]]:
+    """Per photo name, the evaluators that still match the protected copy to its original."""
+    out: dict[str, list[str]] = {}
+    for name, scores in per_photo.items():
+        found = [s.evaluator for s in scores if s.match]
+        if found:
+            out[name] = found
+    return out
+
+
+def apply_verdict(per_photo: dict[str, Sequence[Score]], total: int, refine: int,
+                  failed: Sequence[str] = ()) -> str:
+    """The status after applying a mask: how many photos were protected, which a recognizer still
+    finds (and what would protect more), the best-case caveat, and which photos failed."""
+    written = len(per_photo)
+    status = f"Mask applied to {written} of {total} photo(s)."
+    still = still_recognised(per_photo)
+    if still:
+        status += (f"\n\n**Still recognised: {len(still)} of {written}.** A recognizer still "
+                   "matches these protected photos to their originals, so the mask does not hide them "
+                   "from it: " + "; ".join(f"{n} ({', '.join(evs)})" for n, evs in still.items())
+                   + ". " + ("More refinement steps, or a mask made at strength *high*, protect more."
+                             if refine < 10 else "A mask made at strength *high* protects more."))
+    elif written:
+        status += (" No recognizer here matches any of them to its original any more."
+                   + unseen_caveat([s for scores in per_photo.values() for s in scores]))
+    if failed:
+        status += "\n\nNot protected:\n" + "\n".join(f"- {f}" for f in failed)
+    return status
+
+
+def recognizers_note() -> str:
+    """Which recognizers this installation has, and which it lacks (their weights are missing)."""
+    here = available_evaluators()
+    missing = [f"{n} ({surrogate_available(n)[1]})" for n in EVALUATOR_NAMES if n not in here]
+    note = "Recognizers on this server: " + ", ".join(f"**{n}**" for n in here) + "."
+    if missing:
+        note += " Not installed here, so neither attacked nor scored: " + "; ".join(missing) + "."
+    return note
+
+
+__all__ = [
+    "output_names", "selfie_output_names", "zip_outputs", "name_in_message", "SCORE_HEADERS", "score_rows", "format_table",
+    "unseen_caveat", "mask_description", "selfie_verdict", "still_recognised", "apply_verdict",
+    "recognizers_note", "IDENTITY_STORED", "PROTECTED_SUFFIX", "ZIP_NAME",
+]
