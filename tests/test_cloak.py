@@ -288,3 +288,19 @@ def test_refinement_keeps_protecting_after_the_mask_is_subtracted(enrolled, obam
             sim = {w: float(similarity(s, s(v), clean)) for w, v in stripped.items()}
         assert sim[1.0] < sim[0.0], (name, sim)
     assert apply_mask(pic, mask, refine=4, seed=2).png() == apply_mask(pic, mask, refine=4, seed=2, strip_weight=1.0).png()
+
+
+def test_a_protected_photo_stops_matching_on_a_real_face(enrolled, obama):
+    """The product's promise, fast: another photo of the person, protected with the mask made from
+    the selfie as the app and CLI apply it (10 refinement steps), is no longer matched to its own
+    clean original by the recognizers the mask attacked, although the clean photos match."""
+    from faceprot.evaluators import compare_photos
+
+    mask = enrolled.mask
+    clean = load_image(obama[1]).rgb
+    before = compare_photos(clean, load_image(obama[2]).rgb, evaluators=mask.surrogates)
+    assert all(s.match for s in before), [(s.evaluator, s.score) for s in before]  # same person
+    protected = apply_mask(clean, mask, refine=10).picture.rgb
+    after = compare_photos(clean, protected, evaluators=mask.surrogates, surrogates=mask.surrogates)
+    assert all(s.role == "white-box" for s in after)
+    assert not any(s.match for s in after), [(s.evaluator, s.score, s.threshold) for s in after]

@@ -52,3 +52,64 @@ def test_core_package_imports_without_gradio():
             "import faceprot.io, faceprot.faces, faceprot.canonical, faceprot.evaluators, faceprot.cli")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def _layers() -> list[list[str]]:
+    """The README's layer table, top (shells) first: the modules of each row."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| layer | modules |"):].split("\n\n")[0].splitlines()[2:]
+    return [re.findall(r"`([^`]+)`", row.split("|")[2]) for row in table]
+
+
+def _imports(path, package: str) -> set[str]:
+    """Every faceprot module that a file imports, at the top or inside functions."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "faceprot"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != "faceprot":
+                continue
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # "from . import registry" names a module
+    return out
+
+
+def test_no_module_imports_one_above_it():
+    layers = _layers()
+    assert layers[0] == ["app.py", "faceprot.cli"] and layers[-1] == ["faceprot", "faceprot.errors"]
+    level = {m: len(layers) - i for i, row in enumerate(layers) for m in row}
+
+    def owner(mod: str) -> str | None:
+        """The table row's module that holds ``mod`` (the longest listed prefix)."""
+        parts = mod.split(".")
+        for k in range(len(parts), 0, -1):
+            if ".".join(parts[:k]) in level:
+                return ".".join(parts[:k])
+        return None
+
+    files = {"app.py": ROOT / "app.py"}
+    for f in sorted((ROOT / "faceprot").rglob("*.py")):
+        rel = f.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+        files[".".join(parts)] = f
+    unlisted = sorted(m for m in files if m != "app.py" and owner(m) is None)
+    assert not unlisted, f"modules missing from the README's layer table: {unlisted}"
+    bad = []
+    for mod, path in files.items():
+        me = "app.py" if mod == "app.py" else owner(mod)
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for imp in _imports(path, package if mod != "app.py" else ""):
+            them = owner(imp)
+            if them is None or them == me:  # a name, not a module; or the module's own package
+                continue
+            if level[them] >= level[me]:
+                bad.append(f"{mod} imports {imp} ({them} is not below {me})")
+    assert not bad, "\n".join(sorted(set(bad)))
