@@ -199,7 +199,7 @@ def to_pictures(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def batch(faces: Sequence[torch.Tensor]) -> torch.Tensor:
+def stack(faces: Sequence[torch.Tensor]) -> torch.Tensor:
     """Canonical tensors (B_i, 3, S, S) joined into one batch, in :func:`to_tensor`'s memory layout."""
     return torch.cat(list(faces)).contiguous(memory_format=torch.channels_last)
 

@@ -37,7 +37,7 @@ def _cmd_compare(args) -> int:
     from .runtime import configure_threads
 
     configure_threads()
-    a, b = (_read(load_image, p) for p in (args.a, args.b))
+    a, b = (_named(args_path, load_image, args_path) for args_path in (args.a, args.b))
     for n in a.notices + b.notices:
         print(f"note: {n}", file=sys.stderr)
     evaluators = args.evaluators.split(",") if args.evaluators else None
@@ -52,10 +52,10 @@ def _cmd_compare(args) -> int:
     return 0
 
 
-def _read(loader, path):
-    """Read one photo; its errors name the photo."""
+def _named(path, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its errors naming the photo at ``path``."""
     try:
-        return loader(path)
+        return fn(*args, **kwargs)
     except FaceprotError as e:
         msg = str(e)
         raise type(e)(msg if str(path) in msg or Path(path).name in msg else f"{path}: {msg}") from None
@@ -77,6 +77,7 @@ def _cmd_enroll(args) -> int:
     if out.exists() and not args.force:
         raise FaceprotError(f"{out} already exists; choose another name with -o, or pass --force.")
     surrogates = args.surrogates.split(",") if args.surrogates else None
+    located = _named(args.selfie, locate, args.selfie, "largest")  # read and detected once
     bar = tqdm(total=100, desc="enroll", unit="%", bar_format="{l_bar}{bar}| {postfix}")
     state = {"n": 0}
 
@@ -86,11 +87,10 @@ def _cmd_enroll(args) -> int:
         state["n"] = max(state["n"], n)
         bar.set_postfix_str(message)
 
-    located = locate(_read(_load, args.selfie), "largest")  # read and detected once
     try:
-        result = enroll(located.picture, face=located.chosen[0], preset=args.strength, seed=args.seed, generator=args.generator,
-                        n_views=args.views, surrogates=surrogates, store_identity=args.remember_me,
-                        progress=progress, device=args.device)
+        result = enroll(located.picture, face=located.chosen[0], preset=args.strength, seed=args.seed,
+                        generator=args.generator, n_views=args.views, surrogates=surrogates,
+                        store_identity=args.remember_me, progress=progress, device=args.device)
     finally:
         bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,12 +109,6 @@ def _cmd_enroll(args) -> int:
         (d / "protected-selfie.png").write_bytes(apply_mask(located, m).png())
         print(f"teaching maps and the protected selfie written to {d}/")
     return 0
-
-
-def _load(path):
-    from .io import load_image
-
-    return load_image(path)
 
 
 def _photo_list(items: list[str]) -> list:

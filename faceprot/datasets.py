@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .canonical import align, batch
+from .canonical import align, stack
 from .errors import FaceprotError, NoFaceError
 from .evaluators import get_evaluator
 from .faces import find_faces
@@ -56,7 +56,7 @@ def embed_photos(paths: Iterable[str | Path], evaluators: list[str], batch: int 
     def flush():
         if not pending:
             return
-        x = batch([c for _, c in pending])
+        x = stack([c for _, c in pending])
         with torch.no_grad():
             for name in pipeline:
                 emb = get_evaluator(name).model(x).numpy()

@@ -188,3 +188,35 @@ def test_intro_names_the_recognizers_that_are_missing(monkeypatch, tmp_path):
     assert "**mobilefacenet**" not in note
     assert "Not installed here" in note and "mobilefacenet (MobileFaceNet.onnx: missing)" in note
     assert "**dlib-cpp**" in note and "**dlib-resnet**" in note
+
+
+def test_a_protect_reads_and_detects_the_selfie_once(monkeypatch, photos_manifest):
+    """The selfie is found once and its face record passed along: enrollment, applying the mask
+    to it and scoring it do not detect it again (only the protected copy and the generated views
+    are detected, each once, as new photos)."""
+    import app
+    from faceprot import io as fio
+    from faceprot.faces import DlibHOGDetector
+    from faceprot.io import load_image
+
+    selfie = [e["path"] for e in photos_manifest if e["identity"] == "obama"][0]
+    rgb = load_image(selfie).rgb
+    seen, reads = [], []
+    detect, read = DlibHOGDetector.detect, fio.load_image
+
+    def spy_detect(self, img):
+        seen.append(img.shape == rgb.shape and np.array_equal(img, rgb))
+        return detect(self, img)
+
+    def spy_read(src, **kw):
+        reads.append(str(src))
+        return read(src, **kw)
+
+    monkeypatch.setattr(DlibHOGDetector, "detect", spy_detect)
+    monkeypatch.setattr(app, "load_image", spy_read)
+    monkeypatch.setattr(app.gr, "Info", lambda *a, **k: None)
+    out = app.protect(selfie, "low", 0, "augment", False, progress=lambda *a, **k: None)
+    assert out[2].endswith(".faceprot")
+    assert sum(seen) == 1, f"the selfie was detected {sum(seen)} times"
+    assert len(seen) > 1  # the views and the protected copy were detected, as new photos
+    assert reads == [selfie]

@@ -183,7 +183,7 @@ def test_the_canonical_boundary_round_trips_and_keeps_one_layout(lfw_manifest):
     """align gives (B, 3, S, S) float in [0, 1]; to_pictures/to_tensor convert exactly both ways,
     and every canonical batch has the same memory layout (the recognizers' float results depend
     on it, so the cloak's figures would drift with another one)."""
-    from faceprot.canonical import batch
+    from faceprot.canonical import stack
 
     rgbs = [load_image(e["path"]).rgb for e in lfw_manifest[:2]]
     xs = [align(r, find_faces(r)[0].transform) for r in rgbs]
@@ -191,7 +191,7 @@ def test_the_canonical_boundary_round_trips_and_keeps_one_layout(lfw_manifest):
     assert pics.shape == (2, CANONICAL_SIZE, CANONICAL_SIZE, 3) and pics.dtype == np.uint8
     back = to_tensor(pics)
     assert torch.equal(back, torch.cat(xs))  # 8-bit levels survive the round trip exactly
-    joined = batch(xs)
+    joined = stack(xs)
     assert joined.stride() == back.stride()
     assert joined.is_contiguous(memory_format=torch.channels_last)
     # a face warped on its own and in a batch of two is the same face

@@ -13,12 +13,13 @@ from faceprot.canonical import CANONICAL_SIZE
 from faceprot.datasets import embed_photos
 from faceprot.errors import ModelUnavailableError
 from faceprot.evaluators import (
-    compare_photos, format_table, get_evaluator, role_of,
+    compare_photos, get_evaluator, role_of,
 )
 from faceprot.io import load_image
 from faceprot.metrics import from_similarity, pair_similarities, rate_at, roc_auc, threshold_at_far
 from faceprot.recognizers import load_surrogate
 from faceprot.recognizers.base import arcface_crop
+from faceprot.report import format_table
 
 FAR = 1e-3
 

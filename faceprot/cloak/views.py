@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..canonical import FaceTransform, align, batch, to_pictures
+from ..canonical import FaceTransform, align, stack, to_pictures
 from ..errors import FaceprotError, NoFaceError
 from ..faces import Face, find_faces
 from ..generators import ViewGenerator, get_generator
@@ -65,7 +65,7 @@ def make_views(rgb: np.ndarray, face: Face, generator: str | ViewGenerator = "au
         round_seed += 7919  # a fresh draw for the replacements
     if len(images) < 2:
         raise FaceprotError("Could not make any varied view of this face; try a clearer, more frontal selfie.")
-    return Views(batch(images[: n + 1]), np.stack(marks[: n + 1]), gen.name)
+    return Views(stack(images[: n + 1]), np.stack(marks[: n + 1]), gen.name)
 
 
 def _canonical_landmarks(face: Face, t: FaceTransform) -> np.ndarray:
