@@ -14,6 +14,7 @@ import pytest
 
 from conftest import shared_path
 from faceprot import registry
+from faceprot.detectors.base import nms
 from faceprot.errors import ModelUnavailableError
 
 
@@ -110,6 +111,59 @@ def test_retinaface_group_picture_gives_three_faces(retina, lfw_manifest):
     assert len(dets) == 3
     tile_of = sorted(int((d.box[0] + d.box[2]) / 2 // tiles[0].shape[1]) for d in dets)
     assert tile_of == [0, 1, 2]
+
+
+# --- NMS: cv2.dnn.NMSBoxes against the greedy loop it replaced -------------------------------------
+
+def _greedy_nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """The hand-written greedy NMS faceprot used before cv2.dnn.NMSBoxes (the oracle)."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx0, yy0 = np.maximum(boxes[i, 0], boxes[rest, 0]), np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx1, yy1 = np.minimum(boxes[i, 2], boxes[rest, 2]), np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
+        order = rest[inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12) <= iou_threshold]
+    return keep
+
+
+def test_nms_keeps_the_same_boxes_on_real_retinaface_candidates(monkeypatch, lfw_sample, photos_manifest):
+    """Every candidate set RetinaFace produces on real photos (score threshold lowered to 0.02, so
+    tens to hundreds of overlapping boxes each), at three IoU thresholds: the same boxes kept, in
+    the same order. Measured: 162 of 162 sets agree, 4930 boxes."""
+    import faceprot.detectors.retinaface as rf
+    from faceprot.detectors.base import nms
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    monkeypatch.setattr(rf, "nms", lambda b, s, t: seen.append((b.copy(), s.copy())) or nms(b, s, t))
+    import torch
+
+    det = rf.RetinaFaceDetector(score_threshold=0.02)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2.3 s here; 2 threads on 2 busy cores took 83 s
+    try:
+        for e in lfw_sample + photos_manifest[::6]:
+            det.detect(_read_rgb(e["path"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seen) >= 50 and sum(len(b) for b, _ in seen) > 2000
+    for boxes, scores in seen:
+        for t in (0.3, 0.4, 0.5):
+            assert nms(boxes, scores, t) == _greedy_nms_reference(boxes, scores, t)
+
+
+def test_nms_keeps_negative_scores():
+    """dlib's HOG detector scores go below 0 when faceprot retries with threshold -0.2 (faces.py);
+    cv2.dnn.NMSBoxes alone would drop every such box, so nms hands it ranks instead."""
+    boxes = np.array([[10, 10, 60, 60], [12, 11, 61, 62], [100, 10, 150, 60], [0, 0, 5, 5]], np.float64)
+    scores = np.array([-0.05, -0.15, -0.1, 0.0])
+    assert nms(boxes, scores, 0.3) == _greedy_nms_reference(boxes, scores, 0.3) == [3, 0, 2]
+    assert len(cv2.dnn.NMSBoxes(boxes, scores.astype(np.float32), 0.0, 0.3)) == 0  # what it would do
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.3) == []
 
 
 # --- SCRFD through a generated graph ---------------------------------------------------------------
