@@ -24,6 +24,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+from skimage.transform import SimilarityTransform
 
 CANONICAL_SIZE = 256
 
@@ -61,27 +62,20 @@ DLIB_CHIP_FROM_CANONICAL = np.array(
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (rotation, uniform scale, translation; no reflection).
 
+    scikit-image's Umeyama estimate; on 300 real LFW faces it agrees with the hand-written one it
+    replaced to 1.1e-13 (tests/test_canonical.py::test_estimate_similarity_matches_umeyama_on_lfw_points).
+
     Args:
         src: (N, 2) points; dst: (N, 2) points, N >= 2.
     Returns:
         (2, 3) float64 matrix M with dst ~= M @ [x, y, 1].
+    Raises:
+        ValueError: degenerate points (e.g. all the same), which have no similarity fit.
     """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:  # forbid reflections (Umeyama 1991)
-        sign[-1] = -1
-    rot = u @ np.diag(sign) @ vt
-    var_s = (s**2).sum() / len(src)
-    scale = (sig * sign).sum() / var_s
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - m[:, :2] @ mu_s
-    return m
+    fit = SimilarityTransform.from_estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))
+    if not fit:  # a FailedEstimation, falsy, says why
+        raise ValueError(f"no similarity transform fits these points: {fit}")
+    return fit.params[:2].copy()
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

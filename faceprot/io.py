@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
 
@@ -288,36 +288,30 @@ def _decode(im: Image.Image, name: str, reopen: Callable[[], Image.Image] | None
         raise ImageInputError(_damaged_message(name, fmt, e)) from None
     if getattr(im, "is_animated", False) and fmt != "MPO":  # MPO: camera JPEG + preview, not motion
         notices.append(f"{name} is animated; only its first frame is used.")
-    rgb = _orient(rgb, orientation)
-    alpha = None if alpha is None else _orient(alpha, orientation)
+    rgb, alpha = _upright(rgb, alpha, orientation)
     return Picture(rgb=rgb, alpha=alpha, icc_profile=icc, format=fmt or "PIL", notices=notices)
 
 
 def _orientation(im: Image.Image) -> int:
     try:
-        value = im.getexif().get(0x0112, 1)  # 0x0112: EXIF Orientation
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # a broken EXIF block must not stop the photo from loading
         return 1
-    return value if value in _ORIENT else 1
+    return value if isinstance(value, int) else 1
 
 
-# EXIF orientation -> the transform that makes the stored pixels upright (same table as
-# PIL.ImageOps.exif_transpose: 2 flip L-R, 3 rotate 180, 4 flip T-B, 5 transpose, 6 rotate 270,
-# 7 transverse, 8 rotate 90; np.rot90 turns counter-clockwise like PIL's ROTATE_90).
-_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
-    1: lambda a: a,
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-    8: lambda a: np.rot90(a, 1),
-}
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    return np.ascontiguousarray(_ORIENT[orientation](a))
+def _upright(rgb: np.ndarray, alpha: np.ndarray | None, orientation: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Turn the decoded colour and alpha upright with ``PIL.ImageOps.exif_transpose`` (one image, so
+    both turn together); orientations outside 2-8 leave them as they are."""
+    if orientation == 1:
+        return rgb, alpha
+    im = Image.fromarray(rgb if alpha is None else np.dstack([rgb, alpha]))
+    im.getexif()[ExifTags.Base.Orientation] = orientation
+    ImageOps.exif_transpose(im, in_place=True)
+    upright = np.asarray(im)
+    if alpha is None:
+        return upright, None
+    return np.ascontiguousarray(upright[..., :3]), np.ascontiguousarray(upright[..., 3])
 
 
 _SIXTEEN_BIT_NOTICE = (

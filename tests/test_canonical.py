@@ -35,6 +35,50 @@ def test_estimate_similarity_never_reflects():
     assert np.linalg.det(m[:, :2]) > 0
 
 
+def _umeyama_reference(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The hand-written least-squares similarity (Umeyama 1991) that faceprot used before
+    scikit-image's: the oracle that keeps every alignment, and so the cloak, unchanged."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    m = np.zeros((2, 3))
+    m[:, :2] = (sig * sign).sum() / ((s**2).sum() / len(src)) * (u @ np.diag(sign) @ vt)
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
+    return m
+
+
+def test_estimate_similarity_matches_umeyama_on_lfw_points(lfw_manifest):
+    """scikit-image's estimate equals the hand-written one on real five points (measured: 1.1e-13
+    at most on 300 LFW faces), and the aligned faces and pasted-back deltas are bit-identical.
+    (cv2.estimateAffinePartial2D is no substitute: robust, not least squares; 4e-4 off even with
+    every point an inlier and refinement on.)"""
+    rng = np.random.default_rng(0)
+    worst, n = 0.0, 0
+    for e in lfw_manifest[::10]:
+        rgb = load_image(e["path"]).rgb
+        faces = find_faces(rgb)
+        if not faces:
+            continue
+        pts = np.asarray(faces[0].points5, np.float64)
+        ours, ref = estimate_similarity(pts, CANONICAL_POINTS), _umeyama_reference(pts, CANONICAL_POINTS)
+        worst, n = max(worst, float(np.abs(ours - ref).max())), n + 1
+        if n <= 40:
+            a, b = FaceTransform(ours), FaceTransform(ref)
+            assert np.array_equal(align(rgb, a), align(rgb, b))
+            delta = rng.uniform(-8, 8, (CANONICAL_SIZE, CANONICAL_SIZE, 3))
+            assert np.array_equal(paste_back(rgb, a, delta), paste_back(rgb, b, delta))
+    print(f"\nsimilarity: scikit-image vs Umeyama reference on {n} LFW faces: max abs {worst:.1e}")
+    assert n >= 140 and worst < 1e-12
+
+
+def test_estimate_similarity_refuses_degenerate_points():
+    with pytest.raises(ValueError, match="no similarity transform"):
+        estimate_similarity(np.ones((5, 2)), CANONICAL_POINTS)
+
+
 def _photos(photos_manifest, n):
     seen, out = set(), []
     for e in photos_manifest:  # several people, several sizes

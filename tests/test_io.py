@@ -414,13 +414,15 @@ def test_exif_orientation_ends_upright(orientation):
     assert np.array_equal(pic.rgb, upright[..., :3]) and np.array_equal(pic.alpha, upright[..., 3])
 
 
-def test_exif_orientation_of_a_real_jpeg_matches_pillow():
+@pytest.mark.parametrize("orientation", [0, *range(1, 9), 9])  # 0 and 9: not orientations
+def test_exif_orientation_of_a_real_jpeg_matches_pillow(orientation):
     photo = Image.open(shared_path("assets", "faces", "photos", "obama", "obama.jpg")).convert("RGB")
     exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Orientation] = orientation
     data = _encode(photo, "JPEG", exif=exif, quality=90)
     pic = load_image(data)
-    assert pic.size == (photo.height, photo.width)
+    turned = orientation in (5, 6, 7, 8)
+    assert pic.size == ((photo.height, photo.width) if turned else photo.size)
     assert np.array_equal(pic.rgb, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))))
 
 

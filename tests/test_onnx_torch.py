@@ -159,6 +159,31 @@ def test_tiny_iresnet_gradcheck():
     assert torch.autograd.gradcheck(module, (x,), fast_mode=True)
 
 
+def test_converter_runs_without_torchvision(tmp_path):
+    """Why faceprot keeps its own converter rather than PyPI onnx2torch (1.5.15, the latest): onnx2torch
+    imports torchvision, and the only torchvision built for torch 2.13.0 (0.28.0) does not import
+    beside the pinned CPU torch ("operator torchvision::nms does not exist", checked here). Measured
+    with torchvision stubbed out, onnx2torch also breaks the batch rule: MobileFaceNet on a batch of
+    4 gives one (1, 512) row (its fixed Reshape [1, -1]), the tiny IResNet at opset 11 does not
+    convert (1-D BatchNorm) and its constant-Reshape variant fails on a batch of 3. faceprot's
+    converter needs none of torchvision: here it converts and runs with torchvision unimportable."""
+    import subprocess
+    import sys
+
+    model_path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_iresnet(13, "constant"), str(model_path))
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"  # any `import torchvision` now fails
+        "import torch\n"
+        "from faceprot.recognizers.onnx_torch import onnx_to_torch\n"
+        f"out = onnx_to_torch({str(model_path)!r})(torch.rand(3, 3, 8, 8) * 255)\n"
+        "assert out.shape == (3, 10), out.shape\n"
+        "assert 'torchvision' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------------------------
 # Single operators with the attributes that are easy to get wrong
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 
@@ -32,19 +33,15 @@ class Detector(Protocol):
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
-    """Greedy non-maximum suppression. boxes (N, 4) x0,y0,x1,y1; returns kept indices, best first."""
-    order = np.argsort(-scores)
-    keep: list[int] = []
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        xx0 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy0 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx1 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy1 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
-    return keep
+    """Greedy non-maximum suppression (``cv2.dnn.NMSBoxes``): drops a box whose IoU with a better one
+    exceeds ``iou_threshold``. boxes (N, 4) x0,y0,x1,y1; returns kept indices, best first."""
+    if len(boxes) == 0:
+        return []
+    boxes = np.asarray(boxes, np.float64)
+    # NMSBoxes drops scores at or below its threshold, which must be >= 0, and dlib's HOG scores go
+    # negative (tests/test_detectors_extra.py::test_nms_keeps_negative_scores): pass ranks, best = 1.
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    ranks = np.empty(len(order), np.float32)
+    ranks[order] = np.arange(len(order), 0, -1) / len(order)
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+    return [int(i) for i in cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou_threshold))]

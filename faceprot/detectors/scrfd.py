@@ -70,6 +70,7 @@ def _cell_centres(h: int, w: int, stride: int, per_cell: int) -> np.ndarray:
     return np.repeat(c, per_cell, axis=1).reshape(-1, 2)
 
 
+# Own, not insightface.model_zoo's SCRFD: test_insightface_model_zoo_scrfd_misplaces_the_face_on_a_wide_photo
 class SCRFDDetector:
     """SCRFD (antelopev2 ``scrfd_10g_bnkps.onnx``): boxes and the five InsightFace points.
 

@@ -562,6 +562,7 @@ def _topological(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.Node
     return order
 
 
+# Own, not onnx2torch (needs torchvision, breaks fixed-batch graphs): tests/test_onnx_torch.py::test_converter_runs_without_torchvision
 class OnnxModule(nn.Module):
     """An ONNX graph run with torch operations, differentiable with respect to its inputs.
 
