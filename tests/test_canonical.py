@@ -67,8 +67,8 @@ def test_estimate_similarity_matches_umeyama_on_lfw_points(lfw_manifest):
         worst, n = max(worst, float(np.abs(ours - ref).max())), n + 1
         if n <= 40:
             a, b = FaceTransform(ours), FaceTransform(ref)
-            assert np.array_equal(align(rgb, a), align(rgb, b))
-            delta = rng.uniform(-8, 8, (CANONICAL_SIZE, CANONICAL_SIZE, 3))
+            assert torch.equal(align(rgb, a), align(rgb, b))
+            delta = rng.uniform(-8, 8, (3, CANONICAL_SIZE, CANONICAL_SIZE)) / 255
             assert np.array_equal(paste_back(rgb, a, delta), paste_back(rgb, b, delta))
     print(f"\nsimilarity: scikit-image vs Umeyama reference on {n} LFW faces: max abs {worst:.1e}")
     assert n >= 140 and worst < 1e-12
