@@ -40,6 +40,7 @@ def test_every_image_component_is_lossless_png():
     assert all(b.format == "png" for b in images), [(b.label, b.format) for b in images]
 
 
+@pytest.mark.slow
 def test_check_tab_scores_two_photos(client, photos_manifest):
     obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
     biden = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
@@ -73,6 +74,7 @@ def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_mani
     assert "Photo B" in str(e.value)
 
 
+@pytest.mark.slow
 def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_path):
     from faceprot.cloak import PersonalMask
 
@@ -124,6 +126,7 @@ def test_the_unseen_caveat_appears_only_without_a_held_out_recognizer():
     assert unseen_caveat([score(n, ["mobilefacenet"]) for n in ("dlib-cpp", "mobilefacenet")]) == ""
 
 
+@pytest.mark.slow
 def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest, tmp_path):
     import zipfile
 
@@ -190,6 +193,7 @@ def test_intro_names_the_recognizers_that_are_missing(monkeypatch, tmp_path):
     assert "**dlib-cpp**" in note and "**dlib-resnet**" in note
 
 
+@pytest.mark.slow
 def test_a_protect_reads_and_detects_the_selfie_once(monkeypatch, photos_manifest):
     """The selfie is found once and its face record passed along: enrollment, applying the mask
     to it and scoring it do not detect it again (only the protected copy and the generated views

@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, shared_path
 
 LIMIT_S = 20 * 60
 
 
+@pytest.mark.slow
 def test_cloak_benchmark_quick_meets_the_bar():
     faces = shared_path("assets", "faces", "lfw")
     report_path = ROOT / "benchmarks/results/cloak/ci-quick/report.json"

@@ -57,6 +57,7 @@ def test_budget_holds_pixel_by_pixel_on_the_output_photo(enrolled, obama):
         assert diff.max() <= mask.eps_high * 255 + 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_mask_and_other_seed_differs(obama):
     a = enroll(obama[0], seed=7, **FAST).mask
     b = enroll(obama[0], seed=7, **FAST).mask
@@ -163,6 +164,7 @@ def test_apply_only_to_faces_that_are_me(enrolled, obama, photos_manifest):
         apply_mask(obama[2], no_id, faces="me")
 
 
+@pytest.mark.slow
 def test_cli_enroll_then_apply_to_a_folder_with_one_broken_file(obama, tmp_path, capsys):
     import shutil
 

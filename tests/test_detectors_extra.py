@@ -131,6 +131,7 @@ def _greedy_nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: 
     return keep
 
 
+@pytest.mark.slow
 def test_nms_keeps_the_same_boxes_on_real_retinaface_candidates(monkeypatch, lfw_sample, photos_manifest):
     """Every candidate set RetinaFace produces on real photos (score threshold lowered to 0.02, so
     tens to hundreds of overlapping boxes each), at three IoU thresholds: the same boxes kept, in

@@ -69,6 +69,7 @@ def to_tensor(chips: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).to(dtype)
 
 
+@pytest.mark.slow
 def test_matches_dlib_cpp_descriptors(model, chips, dat_path):
     assert len(chips) >= 50, f"only {len(chips)} LFW faces were found"
     dlib_net = dlib.face_recognition_model_v1(str(dat_path))

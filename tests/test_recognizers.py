@@ -31,6 +31,7 @@ def lfw_embeddings(lfw_manifest):
     return emb, found, [e["identity"] for e in lfw_manifest]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dlib-resnet", "mobilefacenet"])
 def test_lfw_auc_and_recorded_threshold(lfw_embeddings, name):
     emb, found, ids = lfw_embeddings
@@ -83,6 +84,7 @@ def test_surrogate_batches_and_gradients_reach_the_canonical_face(lfw_manifest, 
     assert centre > 10 * corner
 
 
+@pytest.mark.slow
 def test_evaluator_pipeline_agrees_with_dlib_cpp_on_real_pairs(photos_manifest):
     """faceprot's pipeline and dlib's own agree on who is who for real photos."""
     by_id = {}

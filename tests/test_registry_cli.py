@@ -67,6 +67,7 @@ def test_models_command_lists_every_model(capsys, monkeypatch, tmp_path):
     assert lines["mobilefacenet"].split()[1] == "no"
 
 
+@pytest.mark.slow
 def test_compare_command_prints_one_row_per_evaluator(photos_manifest):
     obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
     biden = [e["path"] for e in photos_manifest if e["identity"] == "biden"]
