@@ -1,6 +1,10 @@
 """faceprot's Gradio demo: a thin shell over the ``faceprot`` package.
 
     python app.py            # serves on http://127.0.0.1:7860 (GRADIO_SERVER_* env vars apply)
+
+Layout and wiring only: reading, protecting, scoring, naming outputs and wording verdicts all live
+in the package (``faceprot.protect``, ``faceprot.cloak``, ``faceprot.evaluators``,
+``faceprot.report``).
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ try:  # on a ZeroGPU Space `spaces` must be imported before torch initialises CU
 except ImportError:  # pragma: no cover - optional outside Spaces
     spaces = None
 
-import gradio as gr
-import pandas as pd  # gradio's own dependency
-
+import logging
 import tempfile
+import threading
 from pathlib import Path
+
+import gradio as gr
 
 from faceprot import report
 from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
@@ -26,66 +31,150 @@ from faceprot.report import SCORE_HEADERS
 from faceprot.runtime import configure_threads
 
 configure_threads()
+log = logging.getLogger("faceprot.app")
 
-# shares of the table's width: it fills its box at any window size, the note gets the most
-SCORE_WIDTHS = ["14%", "12%", "12%", "9%", "14%", "11%", "28%"]
-APPLY_WIDTHS = ["12%", "13%", "11%", "11%", "8%", "13%", "10%", "22%"]
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE / "examples"
 
 INTRO = """
 # faceprot
 Protect your face photos from face recognition, and see honestly how much protection you get.
-Scores come from several recognizers: **white-box** ones were attacked during protection,
-**black-box** ones were not (they show whether protection transfers).
+
+1. **Protect my face**: upload one selfie. faceprot makes a personal mask from it and shows
+   whether face recognition still matches your protected selfie. Download the mask file.
+2. **Apply my mask**: upload that mask file and new photos of you. You get protected copies
+   (lossless PNG) and the same check for each.
+3. **Check**: upload any two photos and see whether face recognition says they show the same person.
+
+It makes you harder to find by face recognition, not impossible: read what it can and cannot do below.
 """
 
+LIMITS = """
+**What this can and cannot do.** faceprot changes the pixels in a square around your face so that
+face recognition systems, like those behind face search engines and photo scrapers, match your
+photo to your other photos less often. People still recognise you. It is tested against the few
+recognizers on this page: the ones it **attacked** (used to make the mask) and the ones it
+**never attacked**. A recognizer it never saw may still find you, and a mask made from one selfie
+protects photos unlike that selfie less well. At the default strength the change is visible up
+close. Someone who has an original and a protected copy of one of your photos can partly undo a
+mask on your other photos. No cloak is a guarantee: treat it as making you harder to find, not
+impossible.
+"""
 
-def _score_table(rows: list[list], headers: list[str] = SCORE_HEADERS):
-    """The rows as a table whose scores all show three decimals ("1.000", not "1"); API clients
-    still get the numbers."""
-    # dtype object keeps a missing score None (JSON null), not NaN
-    return pd.DataFrame(rows, columns=headers, dtype=object).style.format({"score": "{:.3f}"}, na_rep="-")
-
-
-def check(photo_a: str | None, photo_b: str | None, progress=gr.Progress()):
-    """Check tab: do two photos show the same person, according to each recognizer?"""
-    if not photo_a or not photo_b:
-        raise gr.Error("Please upload two photos.")
-    pics = {}
-    try:
-        progress(0.1, desc="Reading photos")
-        for label, path in (("A", photo_a), ("B", photo_b)):
-            try:
-                pics[label] = load_image(path)
-            except FaceprotError as e:
-                raise gr.Error(f"Photo {label}: {report.name_in_message(e, path)}") from None
-        a, b = pics["A"], pics["B"]
-        progress(0.3, desc="Detecting faces and scoring")
-        scores = compare_photos(a.rgb, b.rgb)
-    except FaceprotError as e:
-        raise gr.Error(str(e)) from None
-    notes = a.notices + b.notices
-    if notes:
-        gr.Info(" ".join(notes))
-    return _score_table(report.score_rows(scores))
-
+SURROGATE_CHOICES = {
+    "dlib + MobileFaceNet": ["dlib-resnet", "mobilefacenet"],
+    "dlib only": ["dlib-resnet"],
+    "MobileFaceNet only": ["mobilefacenet"],
+}
 
 STRENGTH_HELP = """
-**Strength trades protection for visibility.** Measured (BENCHMARKS.md, 2026-12): the share of a
-person's *other* photos that face search no longer finds at top-1, for dlib-cpp / dlib-resnet /
-mobilefacenet, with a mask made against dlib-resnet and mobilefacenet from one photo.
+**How strong, and how visible?** Stronger masks hide you from more recognizers and show more. The
+close-ups below are the example selfie at 100%, made as this page makes them.
 
-| strength | budget (on eyes, nose, mouth, edges) | LFW photos, 1,499-photo gallery | real-size photos, 75-photo gallery | face PSNR |
-|---|---|---|---|---|
-| low | 4/255 (8/255) | 21 / 18 / 7% (20 people) | 4 / 4 / 2% | 37.6 dB |
-| medium, the paper's | 8/255 (16/255) | 83 / 87 / 72.5% (100 people) | 47 / 53 / 44% | 32.0 dB |
-| high | 12/255 (24/255) | 99.5 / 99 / 97% (100 people) | 96.5 / 98 / 93% | 28.5 dB |
+- **low** is hard to see and barely protects: face search still found about 4 in 5 of a person's
+  other photos.
+- **medium** (the default, the paper's setting) is **visible up close today**: a teal or green tint
+  in the eyes and a blotchy, wavy texture on the skin. It hid about 4 in 5 of a person's other
+  photos from the recognizers it attacked (fewer on large, real-size photos).
+- **high** hides almost every photo and is plainly visible: a strong pattern over the whole face.
 
-*low* barely protects; choose *high* for photos unlike your selfie (other poses, light, years).
-'Apply my mask' refines each photo by default (10 steps, about 1 s a face), fitting the cloak to
-it against the surrogates: on the real-size photos, *medium* then hid all 39 measured from these
-three. No cloak is a guarantee: a recognizer the mask never saw (black-box rows) may still find
-you; a mask made against dlib alone hid only 23% of photos from mobilefacenet.
+*Apply my mask* refines each photo by default (10 steps, about 1 s a face), which protects more.
+Measured figures, with how they were measured, are in
+[BENCHMARKS.md](https://github.com/faceprot/faceprot/blob/main/BENCHMARKS.md).
 """
+
+MASK_FILE_NOTE = ("Your mask file. It holds the mask itself and how it was made: no photo, and no "
+                  "face embedding unless you ticked the box above. Its maps follow your face's "
+                  "layout, so keep it private. Use it in 'Apply my mask'.")
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class _Errors:
+    """The last user error of each browser session and tab, shown next to the button that was
+    clicked once the event ends (a gr.Error also pops up, and API clients get it raised)."""
+
+    def __init__(self):
+        self._last: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def fail(self, request: gr.Request | None, tab: str, message: str):
+        """Log one line (no traceback: the user's mistake, not a crash) and raise it for gradio."""
+        log.warning("user error in %s: %s", tab, message)
+        key = (getattr(request, "session_hash", None) or "", tab)
+        with self._lock:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key] = message
+        raise gr.Error(message, print_exception=False)
+
+    def take(self, request: gr.Request | None, tab: str) -> str:
+        with self._lock:
+            return self._last.pop((getattr(request, "session_hash", None) or "", tab), "")
+
+
+ERRORS = _Errors()
+
+
+def _named(message: str, path: str) -> str:
+    """The message with the server's temporary path shown as the file's own name, and that name
+    in front where the message does not already say it."""
+    name = Path(path).name
+    text = report.name_in_message(message, path)
+    return text if name in text else f"{name}: {text}"
+
+
+def _out_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="faceprot-"))
+
+
+def _table(rows: list[list], headers: list[str] = SCORE_HEADERS):
+    """The HTML table people read (cards on a phone), and the same rows as records for API clients."""
+    return report.score_table_html(rows, headers), report.rows_as_records(rows, headers)
+
+
+# ------------------------------------------------------------------------------------ handlers
+
+
+def preview(path: str | None, request: gr.Request = None, tab: str = "upload"):
+    """The uploaded photo as faceprot reads it (EXIF orientation applied), or faceprot's own
+    sentence when it cannot be read."""
+    if not path:
+        return None
+    try:
+        pic = load_image(path)
+    except FaceprotError as e:
+        ERRORS.fail(request, tab, _named(str(e), path))
+    out = _out_dir() / "preview.png"
+    out.write_bytes(encode_png(pic.rgb))
+    return str(out)
+
+
+def check(photo_a: str | None, photo_b: str | None, request: gr.Request = None, progress=gr.Progress()):
+    """Check tab: do two photos show the same person, according to each recognizer?"""
+    if not photo_a or not photo_b:
+        ERRORS.fail(request, "check", "Please upload two photos.")
+    pics = []
+    progress(0.1, desc="Reading photos")
+    for label, path in (("A", photo_a), ("B", photo_b)):
+        try:
+            pics.append(load_image(path))
+        except FaceprotError as e:
+            ERRORS.fail(request, "check", f"Photo {label}, {_named(str(e), path)}")
+    progress(0.3, desc="Detecting faces and scoring")
+    try:
+        scores = compare_photos(pics[0].rgb, pics[1].rgb)
+    except FaceprotError as e:  # "Photo A: ..." -> "Photo A, <name>: ..."
+        msg = str(e)
+        for label, path in (("A", photo_a), ("B", photo_b)):
+            msg = msg.replace(f"Photo {label}: ", f"Photo {label}, {Path(path).name}: ")
+        ERRORS.fail(request, "check", msg)
+    notes = pics[0].notices + pics[1].notices
+    if notes:
+        gr.Info(" ".join(notes))
+    verdict = report.check_verdict(scores, Path(photo_a).name, Path(photo_b).name)
+    return (verdict, *_table(report.score_rows(scores)))
 
 
 def _gpu(duration):
@@ -95,7 +184,7 @@ def _gpu(duration):
     return spaces.GPU(duration=duration)
 
 
-def _enroll_seconds(selfie, strength, seed, generator, remember_me, progress=None) -> int:
+def _enroll_seconds(selfie, strength, surrogates, seed, generator, remember_me, *_, **__) -> int:
     """ZeroGPU time to ask for: the views (Arc2Face: 8 images x 25 steps), CUDA's start and the
     optimisation, detection and scoring. On an H200 the optimisation took 0.06 s an iteration
     after a 4.6 s first call (BENCHMARKS.md, "The cloak on a GPU"); 1 s an iteration leaves room
@@ -105,62 +194,64 @@ def _enroll_seconds(selfie, strength, seed, generator, remember_me, progress=Non
     return int(views + 10 + iterations + 15)
 
 
-def _out_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="faceprot-"))
-
-
 @_gpu(_enroll_seconds)
-def protect(selfie, strength, seed, generator, remember_me, progress=gr.Progress()):
-    """Protect my face: one selfie in; protected selfie, mask file, teaching maps and scores out."""
+def protect(selfie, strength, surrogates, seed, generator, remember_me, request: gr.Request = None,
+            progress=gr.Progress()):
+    """Protect my face: one selfie in; verdict, scores, protected selfie, mask file and maps out."""
     if not selfie:
-        raise gr.Error("Please upload a selfie.")
+        ERRORS.fail(request, "protect", "Please upload a selfie.")
+    names = SURROGATE_CHOICES.get(surrogates)
+    if names is None:
+        ERRORS.fail(request, "protect", f"Unknown choice of recognizers to attack: {surrogates!r}; "
+                                         f"choose {', '.join(SURROGATE_CHOICES)}.")
     try:
         progress(0.0, desc="Reading the selfie")
         located = locate(load_image(selfie), "largest")  # read and detected once, passed along
         pic, face = located.picture, located.chosen[0]
         result = enroll(pic, face=face, preset=strength, seed=int(seed or 0), generator=generator,
-                        store_identity=bool(remember_me), progress=lambda f, m: progress(0.9 * f, desc=m))
+                        surrogates=names, store_identity=bool(remember_me),
+                        progress=lambda f, m: progress(0.9 * f, desc=m))
         progress(0.9, desc="Applying the mask to the selfie")
         protected = apply_mask(located, result.mask)
         progress(0.95, desc="Scoring before and after")
         scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
     except FaceprotError as e:
-        raise gr.Error(report.name_in_message(e, selfie)) from None
+        ERRORS.fail(request, "protect", _named(str(e), selfie))
     out = _out_dir()
-    names = {k: out / v for k, v in report.selfie_output_names(selfie).items()}
-    names["original"].write_bytes(encode_png(pic))
-    names["protected"].write_bytes(protected.png())
+    files = {k: out / v for k, v in report.selfie_output_names(selfie).items()}
+    files["original"].write_bytes(encode_png(pic))
+    files["protected"].write_bytes(protected.png())
     # the close-up: the square the mask changes, before and after, so the grain is visible
     x0, y0, x1, y1 = changed_region(pic, face)
     for key, rgb in (("face-original", pic.rgb), ("face-protected", protected.picture.rgb)):
-        names[key].write_bytes(encode_png(rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
-    result.mask.save(names["mask"])
+        files[key].write_bytes(encode_png(rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
+    result.mask.save(files["mask"])
     maps = [(img, name) for name, img in result.teaching_maps().items()]
     m = result.mask
-    summary = (report.mask_description(m, len(result.views.images), result.seconds["total"])
-               + " " + report.selfie_verdict(scores))
+    summary = report.mask_description(m, len(result.views.images), result.seconds["total"])
     if m.identity:
         summary += " " + report.IDENTITY_STORED
-    notes = protected.notices
-    if notes:
-        gr.Info(" ".join(notes))
-    return ((str(names["original"]), str(names["protected"])),
-            (str(names["face-original"]), str(names["face-protected"])), str(names["mask"]), maps,
-            _score_table(report.score_rows(scores)), summary)
+    if protected.notices:
+        gr.Info(" ".join(protected.notices))
+    verdict = report.match_verdict(scores, Path(selfie).name, selfie=True)
+    return (verdict, *_table(report.score_rows(scores)),
+            (str(files["original"]), str(files["protected"])),
+            (str(files["face-original"]), str(files["face-protected"])), str(files["mask"]), maps, summary)
 
 
-def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
-    """Apply my mask: a mask file and photos in; protected PNGs (zipped when several) and scores out."""
+def apply_tab(mask_file, photos, which, refine, request: gr.Request = None, progress=gr.Progress()):
+    """Apply my mask: a mask file and photos in; a verdict per photo, scores, protected PNGs
+    (zipped when several) out."""
     if not mask_file:
-        raise gr.Error("Please upload your .faceprot mask file (from the 'Protect my face' tab).")
+        ERRORS.fail(request, "apply", "Please upload your .faceprot mask file (from the 'Protect my face' tab).")
     if not photos:
-        raise gr.Error("Please upload one or more photos.")
+        ERRORS.fail(request, "apply", "Please upload one or more photos.")
     try:
         mask = PersonalMask.load(mask_file)
     except FaceprotError as e:
-        raise gr.Error(report.name_in_message(e, mask_file)) from None
+        ERRORS.fail(request, "apply", report.name_in_message(str(e), mask_file))
     out = _out_dir()
-    written, rows, failed, per_photo = [], [], [], {}
+    written, rows, failed, per_photo, lines = [], [], [], {}, []
     targets = report.output_names(photos)
     for k, path in enumerate(progress.tqdm(photos, desc="Protecting photos")):
         name = Path(path).name
@@ -176,72 +267,128 @@ def apply_tab(mask_file, photos, which, refine, progress=gr.Progress()):
             scores = compare_photos(pic.rgb, result.picture.rgb, surrogates=mask.surrogates,
                                     face_a=result.faces[0] if which == "largest" else None)
             per_photo[name if name not in per_photo else f"{name} ({k + 1})"] = scores
+            lines.append(report.match_verdict(scores, name))
             rows += [[name, *row] for row in report.score_rows(scores)]
         except FaceprotError as e:
-            message = report.name_in_message(e, path)
-            failed.append(message if message.startswith(name) else f"{name}: {message}")
+            failed.append(_named(str(e), path))
+            log.warning("user error in apply: %s", failed[-1])
     if not written:
-        raise gr.Error("No photo could be protected. " + " ".join(failed))
+        ERRORS.fail(request, "apply", "No photo could be protected. " + " ".join(failed))
     download = written[0] if len(written) == 1 else report.zip_outputs(written, out / report.ZIP_NAME)
-    status = report.apply_verdict(per_photo, len(photos), int(refine), failed)
-    return [str(w) for w in written], str(download), _score_table(rows, ["photo", *SCORE_HEADERS]), status
+    status = "\n\n".join(lines) + "\n\n" + report.apply_verdict(per_photo, len(photos), int(refine), failed)
+    return (status, *_table(rows, ["photo", *SCORE_HEADERS]), [str(w) for w in written], str(download))
+
+
+# ------------------------------------------------------------------------------------ layout
+
+
+def _busy():
+    return gr.update(interactive=False), ""
+
+
+def _done(tab: str):
+    def done(request: gr.Request = None):
+        err = ERRORS.take(request, tab)
+        return gr.update(interactive=True), (f"**Could not finish:** {err}" if err else "")
+    return done
+
+
+def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str):
+    """Button disabled while its event runs; progress and the error, if any, shown beside it."""
+    button.click(_busy, None, [button, status], queue=False, api_name=False).then(
+        fn, inputs, outputs, api_name=api_name, show_progress_on=status,
+    ).then(_done(tab), None, [button, status], queue=False, api_name=False)
+
+
+def _preview_for(tab: str):
+    def show(path: str | None, request: gr.Request = None):
+        return preview(path, request, tab)
+    return show
+
+
+def _example(name: str) -> str:
+    return str(EXAMPLES / name)
 
 
 with gr.Blocks(title="faceprot") as demo:
-    gr.Markdown(INTRO + "\n" + report.recognizers_note())
-    with gr.Tab("Check"):
-        gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
-                    "Here *white-box* marks the recognizers that the cloak attacks by default.")
-        with gr.Row():
-            # format="png" everywhere: Gradio's default webp is lossy and would erase a cloak.
-            photo_a = gr.Image(label="Photo A", type="filepath", format="png", height=320)
-            photo_b = gr.Image(label="Photo B", type="filepath", format="png", height=320)
-        check_btn = gr.Button("Compare", variant="primary")
-        check_table = gr.Dataframe(headers=SCORE_HEADERS, label="Face recognition scores",
-                                   interactive=False, wrap=True, column_widths=SCORE_WIDTHS)
-        check_btn.click(check, [photo_a, photo_b], check_table, api_name="check")
+    gr.Markdown(INTRO)
+    with gr.Accordion("What this can and cannot do", open=False):
+        gr.Markdown(LIMITS + "\n\n" + report.recognizers_note())
 
     with gr.Tab("Protect my face"):
-        gr.Markdown("Upload one selfie. faceprot makes varied views of you, optimises one personal "
-                    "mask over all of them, and gives you the mask file to protect any later photo.\n\n"
-                    + STRENGTH_HELP)
+        # outputs first (not yet shown), so that the examples can sit beside the upload
+        protect_verdict = gr.Markdown(render=False)
+        protect_table = gr.HTML(render=False)
+        protect_records = gr.JSON(visible=False, render=False)
+        slider = gr.ImageSlider(label="Before / after", type="filepath", format="png", render=False)
+        closeup = gr.ImageSlider(label="Close-up: the part of the photo the mask changes", type="filepath",
+                                 format="png", render=False)
+        mask_out = gr.File(label=MASK_FILE_NOTE, render=False)
+        protect_summary = gr.Markdown(render=False)
+        maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
+                                "attention, and the mask amplified", columns=4, format="png", height=300,
+                          render=False)
         with gr.Row():
             with gr.Column():
-                selfie = gr.Image(label="Your selfie", type="filepath", format="png", height=320)
+                selfie = gr.File(label="Your selfie (any photo format)", type="filepath")
+                selfie_view = gr.Image(label="Your selfie as faceprot reads it", interactive=False,
+                                       format="png", height=240)
                 strength = gr.Radio(list(PRESETS), value="medium", label="Strength",
-                                    info="low: hard to see, barely protects. medium: the paper's setting. "
-                                         "high: strongest, visibly grainier. Measured figures above.")
-                seed = gr.Number(value=0, precision=0, label="Seed (same selfie + seed = same mask)")
-                generator = gr.Radio(["augment", "arc2face"], value="augment", label="Views",
-                                     info="augment: realistic edits of your selfie (CPU). arc2face: "
-                                          "synthetic photos of you (GPU and Hub weights needed).")
-                remember = gr.Checkbox(False, label="Store my face embedding in the mask",
-                                       info="Lets 'Apply my mask' protect only you in group photos. "
-                                            "Off by default: the file then holds no face data.")
+                                    info="low: hard to see, barely protects. medium: visible up close. "
+                                         "high: strongest, plainly visible. See the close-ups below.")
+                attack = gr.Radio(list(SURROGATE_CHOICES), value="dlib + MobileFaceNet",
+                                  label="Recognizers to attack",
+                                  info="The ones left out are scored as never-attacked: see whether "
+                                       "protection carries over to a recognizer the mask never saw.")
+                with gr.Accordion("More settings", open=False):
+                    seed = gr.Number(value=0, precision=0, label="Seed (same selfie + seed = same mask)")
+                    generator = gr.Radio(["augment", "arc2face"], value="augment", label="Views",
+                                         info="augment: realistic edits of your selfie (CPU). arc2face: "
+                                              "synthetic photos of you (GPU and Hub weights needed).")
+                    remember = gr.Checkbox(False, label="Store my face embedding in the mask",
+                                           info="Lets 'Apply my mask' protect only you in group photos. "
+                                                "Off by default: the file then holds no face data.")
                 protect_btn = gr.Button("Protect", variant="primary")
+                protect_status = gr.Markdown()
+                protect_inputs = [selfie, strength, attack, seed, generator, remember]
+                protect_outputs = [protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
+                                   maps, protect_summary]
+                gr.Examples([[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
+                             [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
+                            inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
+                            cache_mode="lazy", label="Try an example",
+                            example_labels=["Obama's selfie, attacking dlib and MobileFaceNet",
+                                            "Obama's selfie, attacking dlib only (MobileFaceNet never attacked)"])
             with gr.Column():
-                slider = gr.ImageSlider(label="Before / after", type="filepath", format="png")
-                closeup = gr.ImageSlider(label="Close-up: the part of the photo the mask changes",
-                                         type="filepath", format="png")
-                mask_out = gr.File(label="Your mask file (keep it; use it in 'Apply my mask')")
-                protect_summary = gr.Markdown()
-        maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
-                                "attention, and the mask amplified", columns=4, format="png", height=300)
-        protect_table = gr.Dataframe(headers=SCORE_HEADERS, label="Selfie vs protected selfie",
-                                     interactive=False, wrap=True, column_widths=SCORE_WIDTHS)
-        protect_btn.click(protect, [selfie, strength, seed, generator, remember],
-                          [slider, closeup, mask_out, maps, protect_table, protect_summary], api_name="protect",
-                          show_progress_on=slider)  # one progress bar, not one per output
+                for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
+                          protect_summary):
+                    c.render()
+        maps.render()
+        with gr.Accordion("How strong, and how visible?", open=False):
+            gr.Markdown(STRENGTH_HELP)
+            with gr.Row():
+                for look in ("original", *PRESETS):
+                    gr.Image(str(EXAMPLES / "strengths" / f"{look}.png"), label=look, interactive=False,
+                             format="png", height=200)
+        _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect")
+        selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
+                      show_progress_on=protect_status)
 
     with gr.Tab("Apply my mask"):
         gr.Markdown("Protect new photos of yourself with your saved mask. Only a square around each "
                     "protected face changes (the face, hair and a margin of background, where the "
                     "cloak's grain can show); every pixel outside it is left exactly as it was. "
                     "Outputs are lossless PNG.")
+        apply_verdict = gr.Markdown(render=False)
+        apply_table = gr.HTML(render=False)
+        apply_records = gr.JSON(visible=False, render=False)
+        gallery = gr.Gallery(label="Protected photos", format="png", columns=3, height=360,
+                             object_fit="contain", render=False)  # whole photos, faces not cropped off
+        download = gr.File(label="Download (a zip when there are several)", render=False)
         with gr.Row():
             with gr.Column():
-                mask_in = gr.File(label="Your mask file (.faceprot)", file_types=[".faceprot"], type="filepath")
-                photos_in = gr.File(label="Photos", file_count="multiple", file_types=["image"], type="filepath")
+                mask_in = gr.File(label="Your mask file (.faceprot)", type="filepath")
+                photos_in = gr.File(label="Photos", file_count="multiple", type="filepath")
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with the embedding stored.")
                 refine = gr.Slider(0, 10, value=10, step=1, label="Per-photo refinement steps",
@@ -250,17 +397,48 @@ with gr.Blocks(title="faceprot") as demo:
                                         "and strip it from the rest. 10: each photo gets its own cloak "
                                         "that keeps protecting after such stripping (about 1 s per face).")
                 apply_btn = gr.Button("Apply", variant="primary")
-            with gr.Column():
-                gallery = gr.Gallery(label="Protected photos", format="png", columns=3, height=360,
-                                     object_fit="contain")  # whole photos, faces not cropped off
-                download = gr.File(label="Download (a zip when there are several)")
                 apply_status = gr.Markdown()
-        apply_table = gr.Dataframe(headers=["photo", *SCORE_HEADERS], label="Original vs protected",
-                                   interactive=False, wrap=True, column_widths=APPLY_WIDTHS)
-        apply_btn.click(apply_tab, [mask_in, photos_in, which, refine],
-                        [gallery, download, apply_table, apply_status], api_name="apply",
-                        show_progress_on=gallery)
+                apply_inputs = [mask_in, photos_in, which, refine]
+                apply_outputs = [apply_verdict, apply_table, apply_records, gallery, download]
+                gr.Examples([[_example("obama-selfie.faceprot"), [_example("obama-1.jpg"), _example("obama-2.jpg")],
+                              "largest", 10]],
+                            inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab, cache_examples=True,
+                            cache_mode="lazy", label="Try an example",
+                            example_labels=["The example selfie's mask (medium, seed 0) on two other photos"])
+            with gr.Column():
+                for c in apply_outputs:
+                    c.render()
+        _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply")
+
+    with gr.Tab("Check"):
+        gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
+                    "No mask is involved here: *attacked* marks the recognizers that the cloak "
+                    "attacks by default.")
+        check_verdict = gr.Markdown(render=False)
+        check_table = gr.HTML(render=False)
+        check_records = gr.JSON(visible=False, render=False)
+        check_outputs = [check_verdict, check_table, check_records]
+        with gr.Row():
+            with gr.Column():
+                photo_a = gr.File(label="Photo A", type="filepath")
+                view_a = gr.Image(label="Photo A as faceprot reads it", interactive=False, format="png", height=200)
+            with gr.Column():
+                photo_b = gr.File(label="Photo B", type="filepath")
+                view_b = gr.Image(label="Photo B as faceprot reads it", interactive=False, format="png", height=200)
+        check_btn = gr.Button("Compare", variant="primary")
+        check_status = gr.Markdown()
+        gr.Examples([[_example("obama-1.jpg"), _example("obama-2.jpg")],
+                     [_example("obama-1.jpg"), _example("biden.jpg")]],
+                    inputs=[photo_a, photo_b], outputs=check_outputs, fn=check, cache_examples=True,
+                    cache_mode="lazy", label="Try an example",
+                    example_labels=["Two photos of Obama", "Obama and Biden"])
+        for c in check_outputs:
+            c.render()
+        _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check")
+        photo_a.change(_preview_for("check"), photo_a, view_a, api_name=False, show_progress_on=check_status)
+        photo_b.change(_preview_for("check"), photo_b, view_b, api_name=False, show_progress_on=check_status)
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo.queue(default_concurrency_limit=1).launch()

@@ -167,6 +167,111 @@ def apply_verdict(per_photo: dict[str, Sequence[Score]], total: int, refine: int
     return status
 
 
+# ------------------------------------------------------------------------------------ verdict lines
+
+
+def _shares_weights(s: Score) -> bool:
+    return "same network weights" in s.note
+
+
+def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False) -> str:
+    """One plain line above a protected photo's table: how many attacked and how many
+    never-attacked recognizers still match the protected copy to the original.
+
+    "Attacked" recognizers were surrogates when the mask was made (white-box); the others were
+    never attacked (black-box). Where none of those is truly unseen (each shares its network with
+    a surrogate, as dlib-cpp does with dlib-resnet) the line says it is the best case.
+    """
+    attacked = [s for s in scores if s.role == "white-box"]
+    never = [s for s in scores if s.role == "black-box"]
+    unseen = [s for s in never if not _shares_weights(s)]
+    hit = lambda group: sum(1 for s in group if s.match)  # noqa: E731
+    where = "your selfie, compared with its own protected copy" if selfie else photo
+    line = (f"On {where}: {hit(attacked)} of {len(attacked)} attacked and {hit(never)} of {len(never)} "
+            f"never-attacked recognizers still match you.")
+    lost = [s.evaluator for s in scores if s.match is None]
+    if lost:
+        line += f" No face found by {', '.join(lost)}."
+    if not unseen:
+        shared = [s.evaluator for s in never if _shares_weights(s)]
+        line += (" Best case: no unseen recognizer was tested"
+                 + (f" ({', '.join(shared)} shares a network with a recognizer that was attacked)." if shared else "."))
+    if selfie:
+        line += " The selfie is the photo the mask was made from, so this is its easiest photo."
+    return line
+
+
+def check_verdict(scores: Sequence[Score], name_a: str, name_b: str) -> str:
+    """One plain line above the Check table: how many recognizers say the two photos match."""
+    scored = [s for s in scores if s.match is not None]
+    same = sum(1 for s in scored if s.match)
+    line = (f"{name_a} and {name_b}: {same} of {len(scored)} recognizers say these show the same person.")
+    lost = [s.evaluator for s in scores if s.match is None]
+    if lost:
+        line += f" No face found by {', '.join(lost)}."
+    return line
+
+
+# ------------------------------------------------------------------------------------ HTML table
+
+#: Narrow screens get one card per row, each cell a "label: value" line, so a phone never scrolls
+#: sideways and no number or word is split (tests/test_browser.py measures it at 390 px).
+TABLE_CSS = """
+<style>
+.fp-scores{width:100%;border-collapse:collapse;font-size:0.92em}
+.fp-scores th,.fp-scores td{padding:4px 6px;text-align:left;vertical-align:top;
+  border-bottom:1px solid rgba(128,128,128,.3);word-break:normal;overflow-wrap:normal;hyphens:none}
+.fp-scores td.num,.fp-scores td.nowrap,.fp-scores th{white-space:nowrap}
+@media (max-width: 700px){
+  .fp-scores thead{display:none}
+  .fp-scores,.fp-scores tbody,.fp-scores tr,.fp-scores td{display:block;width:auto;border:none !important}
+  .fp-scores tr{border:1px solid rgba(128,128,128,.4) !important;border-radius:6px;margin:0 0 8px 0;padding:4px}
+  .fp-scores td{padding:1px 4px;white-space:normal}
+  .fp-scores td::before{content:attr(data-label) ": ";font-weight:600}
+}
+</style>
+"""
+
+
+#: A non-breaking hyphen: "dlib-resnet" and "white-box" never break across lines.
+NB_HYPHEN = "\u2011"
+
+
+def _cell(v) -> str:
+    import html
+
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v)).replace("-", NB_HYPHEN)
+
+
+def score_table_html(rows: Sequence[Sequence], headers: Sequence[str] = SCORE_HEADERS) -> str:
+    """The score rows as an HTML table that turns into one card per row on a narrow screen.
+
+    Scores show three decimals ("1.000", never "1"); a missing score shows "-".
+    """
+    import html
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = []
+        for h, v in zip(headers, r):
+            cls = "num" if h == "score" else "nowrap" if h in ("threshold", "verdict", "metric") else ""
+            cells.append(f'<td data-label="{html.escape(h)}"' + (f' class="{cls}"' if cls else "")
+                         + f">{_cell(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (TABLE_CSS + f'<table class="fp-scores"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table>")
+
+
+def rows_as_records(rows: Sequence[Sequence], headers: Sequence[str] = SCORE_HEADERS) -> list[dict]:
+    """The rows as a list of {header: value} records (what API clients get)."""
+    return [dict(zip(headers, r)) for r in rows]
+
+
 def recognizers_note() -> str:
     """Which recognizers this installation has, and which it lacks (their weights are missing)."""
     here = available_evaluators()
@@ -180,5 +285,6 @@ def recognizers_note() -> str:
 __all__ = [
     "output_names", "selfie_output_names", "zip_outputs", "name_in_message", "SCORE_HEADERS", "score_rows", "format_table",
     "unseen_caveat", "mask_description", "selfie_verdict", "still_recognised", "apply_verdict",
-    "recognizers_note", "IDENTITY_STORED", "PROTECTED_SUFFIX", "ZIP_NAME",
+    "recognizers_note", "IDENTITY_STORED", "PROTECTED_SUFFIX", "ZIP_NAME", "match_verdict",
+    "check_verdict", "score_table_html", "rows_as_records",
 ]

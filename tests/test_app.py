@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,20 +44,19 @@ def test_every_image_component_is_lossless_png():
 def test_check_tab_scores_two_photos(client, photos_manifest):
     obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
     biden = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
-    same = client.predict(handle_file(obama[0]), handle_file(obama[2]), api_name="/check")
-    rows = same["data"]
-    headers = same["headers"]
-    assert headers[:6] == ["evaluator", "role", "metric", "score", "threshold", "verdict"]
-    by = {r[0]: dict(zip(headers, r)) for r in rows}
-    assert {"dlib-cpp", "dlib-resnet", "mobilefacenet"} <= set(by)
+    verdict, html, rows = client.predict(handle_file(obama[0]), handle_file(obama[2]), api_name="/check")
+    by = {r["evaluator"]: r for r in rows}
+    assert set(by) == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
     assert all(r["verdict"] == "match" for r in by.values())
     assert by["dlib-resnet"]["role"] == "white-box" and by["dlib-cpp"]["role"] == "black-box"
-    diff = client.predict(handle_file(obama[0]), handle_file(biden), api_name="/check")
-    assert all(r[5] == "no match" for r in diff["data"])
-    assert all(isinstance(r[3], (int, float)) and np.isfinite(r[3]) for r in diff["data"])
+    names = [Path(p).name for p in (obama[0], obama[2])]
+    assert verdict == f"{names[0]} and {names[1]}: 3 of 3 recognizers say these show the same person."
+    diff_verdict, diff_html, diff = client.predict(handle_file(obama[0]), handle_file(biden), api_name="/check")
+    assert all(r["verdict"] == "no match" for r in diff) and "0 of 3 recognizers" in diff_verdict
+    assert all(isinstance(r["score"], (int, float)) and np.isfinite(r["score"]) for r in diff)
     # the table shows every score with three decimals ("1.000", never "1"); the API keeps numbers
-    shown = [row[3] for row in same["metadata"]["display_value"] + diff["metadata"]["display_value"]]
-    assert all(re.fullmatch(r"-?\d+\.\d{3}", v) for v in shown), shown
+    shown = re.findall(r'data-label="score"[^>]*>([^<]*)<', html + diff_html)
+    assert len(shown) == 6 and all(re.fullmatch(r"-?\d+\.\d{3}", v) for v in shown), shown
 
 
 def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_manifest):
@@ -67,10 +67,10 @@ def test_check_tab_explains_a_photo_without_a_face(client, tmp_path, photos_mani
     with pytest.raises(Exception) as e:
         client.predict(handle_file(str(blank)), handle_file(photos_manifest[0]["path"]), api_name="/check")
     assert "No face was found" in str(e.value)
-    assert "Photo A" in str(e.value)  # which of the two photos
+    assert "Photo A, wall.png" in str(e.value)  # which of the two photos, by its name
     with pytest.raises(Exception) as e:
         client.predict(handle_file(photos_manifest[0]["path"]), handle_file(str(blank)), api_name="/check")
-    assert "Photo B" in str(e.value)
+    assert "Photo B, wall.png" in str(e.value)
 
 
 @pytest.mark.slow
@@ -80,8 +80,8 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     selfie = [e["path"] for e in photos_manifest if e["identity"] == "obama"][0]
     from PIL import Image
 
-    slider, closeup, mask_file, maps, table, summary = client.predict(
-        handle_file(selfie), "medium", 4, "augment", False, api_name="/protect")
+    verdict, html, table, slider, closeup, mask_file, maps, summary = client.predict(
+        handle_file(selfie), "medium", "dlib + MobileFaceNet", 4, "augment", False, api_name="/protect")
     before, after = slider
     assert before.endswith(".png") and after.endswith(".png")
     a = np.asarray(Image.open(before).convert("RGB"))
@@ -97,16 +97,35 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     mask = PersonalMask.load(mask_file)
     assert mask.preset == "medium" and mask.seed == 4 and mask.identity is None
     assert len(maps) == 4 and {m["caption"] for m in maps} >= {"stickers", "attention"}
-    rows = {r[0]: r for r in table["data"]}
-    assert {"dlib-cpp", "dlib-resnet", "mobilefacenet"} <= set(rows)
-    assert rows["dlib-resnet"][1] == "white-box" and rows["dlib-cpp"][1] == "black-box"
-    assert all(isinstance(r[3], (int, float)) for r in rows.values())
+    rows = {r["evaluator"]: r for r in table}
+    assert set(rows) == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    assert rows["dlib-resnet"]["role"] == "white-box" and rows["dlib-cpp"]["role"] == "black-box"
+    assert all(isinstance(r["score"], (int, float)) for r in rows.values())
     # protection happened: the recognizers the mask attacked no longer match the selfie to its
     # protected copy (the mask was optimised on this very photo's views)
-    assert rows["dlib-resnet"][5] == "no match" and rows["mobilefacenet"][5] == "no match", rows
-    assert "medium" in summary
-    # dlib-cpp shares dlib-resnet's weights and the rest were surrogates: the summary says so
-    assert "best case" in summary and "never saw" in summary
+    assert rows["dlib-resnet"]["verdict"] == "no match" and rows["mobilefacenet"]["verdict"] == "no match", rows
+    assert "medium" in summary and "dlib-resnet, mobilefacenet" in summary
+    # the verdict line: the selfie against itself, attacked vs never-attacked, and the best case
+    # (dlib-cpp, the one never attacked, shares dlib-resnet's network)
+    attacked_left = sum(r["verdict"] == "match" for n, r in rows.items() if n != "dlib-cpp")
+    never_left = int(rows["dlib-cpp"]["verdict"] == "match")
+    assert verdict.startswith(f"On your selfie, compared with its own protected copy: {attacked_left} of 2 "
+                              f"attacked and {never_left} of 1 never-attacked recognizers still match you.")
+    assert "Best case: no unseen recognizer was tested" in verdict and "easiest photo" in verdict
+
+
+@pytest.mark.slow
+def test_protect_against_dlib_only_scores_mobilefacenet_as_never_attacked(client, photos_manifest):
+    """The lesson a class can see: attack dlib alone, and MobileFaceNet is a truly unseen judge."""
+    selfie = [e["path"] for e in photos_manifest if e["identity"] == "obama"][0]
+    verdict, html, table, *_, summary = client.predict(
+        handle_file(selfie), "medium", "dlib only", 0, "augment", False, api_name="/protect")
+    rows = {r["evaluator"]: r for r in table}
+    assert rows["dlib-resnet"]["role"] == "white-box"
+    assert rows["mobilefacenet"]["role"] == "black-box" and "never seen" in rows["mobilefacenet"]["note"]
+    assert "surrogates: dlib-resnet." in summary
+    assert "of 1 attacked and" in verdict and "of 2 never-attacked" in verdict
+    assert "Best case" not in verdict  # MobileFaceNet is an unseen recognizer
 
 
 def test_the_unseen_caveat_appears_only_without_a_held_out_recognizer():
@@ -135,7 +154,7 @@ def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest
     mask_path = enroll(obama[0], n_views=2, iterations=3).mask.save(tmp_path / "me.faceprot")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image at all")
-    gallery, download, table, status = client.predict(
+    status, html, table, gallery, download = client.predict(
         handle_file(str(mask_path)), [handle_file(p) for p in obama[1:3]] + [handle_file(str(broken))],
         "largest", 1, api_name="/apply")
     assert len(gallery) == 2
@@ -147,7 +166,10 @@ def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest
     assert "Mask applied to 2 of 3" in status and "broken.jpg" in status
     assert "/gradio/" not in status and str(tmp_path) not in status  # file names, not server paths
     assert "broken.jpg: broken.jpg" not in status  # and each only once
-    assert {r[1] for r in table["data"]} >= {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    assert {r["evaluator"] for r in table} == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    # one verdict line per protected photo, naming it
+    for p in obama[1:3]:
+        assert re.search(rf"On {re.escape(Path(p).name)}: \d of 2 attacked and \d of 1 never-attacked", status)
     # the mask really changed both photos (the gallery shows the protected PNGs)
     from PIL import Image
 
@@ -170,10 +192,10 @@ def test_apply_tab_names_the_photos_a_recognizer_still_finds(client, photos_mani
     real = enroll(obama[0], n_views=1, iterations=1).mask
     blank = PersonalMask(**{**real.__dict__, "delta": np.zeros_like(real.delta)})
     path = blank.save(tmp_path / "nothing.faceprot")
-    gallery, download, table, status = client.predict(
+    status, html, table, gallery, download = client.predict(
         handle_file(str(path)), [handle_file(p) for p in obama[1:3]], "largest", 0, api_name="/apply")
-    names = sorted({r[0] for r in table["data"]})
-    assert len(names) == 2 and all(r[6] == "match" for r in table["data"])
+    names = sorted({r["photo"] for r in table})
+    assert len(names) == 2 and all(r["verdict"] == "match" for r in table)
     assert "Still recognised: 2 of 2" in status and all(n in status for n in names)
     assert "dlib-cpp" in status and "More refinement steps" in status
     assert "No recognizer here matches" not in status
@@ -218,8 +240,95 @@ def test_a_protect_reads_and_detects_the_selfie_once(monkeypatch, photos_manifes
     monkeypatch.setattr(DlibHOGDetector, "detect", spy_detect)
     monkeypatch.setattr(app, "load_image", spy_read)
     monkeypatch.setattr(app.gr, "Info", lambda *a, **k: None)
-    out = app.protect(selfie, "low", 0, "augment", False, progress=lambda *a, **k: None)
-    assert out[2].endswith(".faceprot")
+    out = app.protect(selfie, "low", "dlib + MobileFaceNet", 0, "augment", False,
+                      progress=lambda *a, **k: None)
+    assert out[5].endswith(".faceprot")
     assert sum(seen) == 1, f"the selfie was detected {sum(seen)} times"
     assert len(seen) > 1  # the views and the protected copy were detected, as new photos
     assert reads == [selfie]
+
+
+def _bad_inputs(folder: Path, photos_manifest) -> dict[str, tuple[Path, str]]:
+    """Each bad input a visitor may upload, with the words of faceprot's own sentence for it."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    obama = next(e["path"] for e in photos_manifest if e["identity"] == "obama")
+    out = {}
+    p = folder / "notes.txt"
+    p.write_text("these are my holiday notes, not a photo")
+    out["non-image"] = (p, "is not an image faceprot can read")
+    p = folder / "cut.jpg"
+    data = Path(obama).read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    out["truncated"] = (p, "truncated or damaged")
+    p = folder / "bomb.png"  # 30000 x 30000: a few bytes on disk, 900 megapixels decoded
+    ihdr = struct.pack(">IIBBBBB", 30_000, 30_000, 1, 0, 0, 0, 0)
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 3751))
+                  + chunk(b"IEND", b""))
+    out["bomb"] = (p, "over the limit of 50 megapixels")
+    p = folder / "wall.png"
+    Image.fromarray(np.full((240, 320, 3), 170, np.uint8)).save(p)
+    out["no face"] = (p, "No face was found")
+    p = folder / "tiny.png"
+    im = Image.open(obama).convert("RGB")
+    im.resize((im.width // 12, im.height // 12)).save(p)  # the face ends up about 25 px wide
+    out["tiny face"] = (p, "too small")
+    return out
+
+
+@pytest.mark.slow
+def test_every_tab_answers_bad_input_with_faceprots_own_sentence_naming_the_file(client, tmp_path,
+                                                                                 photos_manifest):
+    """A non-image, a truncated file, a bomb, a photo without a face and one with a tiny face: in
+    Check, Protect and Apply the visitor reads faceprot's sentence, and it names the file."""
+    from faceprot.cloak import PersonalMask
+
+    good = next(e["path"] for e in photos_manifest if e["identity"] == "obama")
+    mask = PersonalMask.load(Path(__file__).resolve().parents[1] / "examples" / "obama-selfie.faceprot")
+    mask_path = mask.save(tmp_path / "mask.faceprot")
+    for case, (path, words) in _bad_inputs(tmp_path, photos_manifest).items():
+        calls = {
+            "check": lambda: client.predict(handle_file(str(path)), handle_file(good), api_name="/check"),
+            "protect": lambda: client.predict(handle_file(str(path)), "low", "dlib only", 0, "augment", False,
+                                              api_name="/protect"),
+            "apply": lambda: client.predict(handle_file(str(mask_path)), [handle_file(str(path))], "largest", 0,
+                                            api_name="/apply"),
+        }
+        for tab, call in calls.items():
+            with pytest.raises(Exception) as e:
+                call()
+            message = str(e.value)
+            assert words in message and path.name in message, (case, tab, message)
+            assert "/gradio/" not in message and str(tmp_path) not in message, (case, tab, message)
+
+
+@pytest.mark.slow
+def test_user_errors_are_logged_in_one_line_without_a_traceback(client, tmp_path, caplog, capfd):
+    from PIL import Image
+
+    blank = tmp_path / "empty-wall.png"
+    Image.fromarray(np.full((200, 300, 3), 180, np.uint8)).save(blank)
+    capfd.readouterr()
+    with caplog.at_level("WARNING", logger="faceprot.app"):
+        with pytest.raises(Exception, match="No face was found"):
+            client.predict(handle_file(str(blank)), handle_file(str(blank)), api_name="/check")
+    lines = [r.getMessage() for r in caplog.records if r.name == "faceprot.app"]
+    assert len(lines) == 1 and "empty-wall.png" in lines[0] and "\n" not in lines[0], lines
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+def test_the_apply_example_mask_is_the_example_selfies_medium_mask():
+    """The mask shipped in examples/ is what Protect makes from the example selfie by default, so
+    the Apply example continues the Protect example."""
+    from faceprot.cloak import PersonalMask
+
+    mask = PersonalMask.load(Path(__file__).resolve().parents[1] / "examples" / "obama-selfie.faceprot")
+    assert mask.preset == "medium" and mask.seed == 0 and mask.identity is None
+    assert mask.surrogates == ["dlib-resnet", "mobilefacenet"]
