@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-import cloak as bench
+import cloak_protocol as bench
 from _common import RESULTS, SHARED_FACES
+from faceprot.canonical import region_mask
 from faceprot.cloak import optimizer
 from faceprot.cloak.apply import apply_mask
 from faceprot.eot import RealLifeChain
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         for i in p["probes"]:
             clean = load_image(entries[i]["path"]).rgb
             prot = load_image(encode_png(apply_mask(clean, en.mask).picture.rgb)).rgb
-            region = bench.region_mask(clean.shape[:2], find_faces(clean)[0].transform)
+            region = region_mask(clean.shape[:2], find_faces(clean)[0].transform)
             psnr.append(bench._psnr(clean, prot, region))
             for ev, r in bench.score_probe(prot, i, p["identity"], ids, gallery).items():
                 if r["found"]:
