@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import cloak as bench
+import cloak_protocol as bench
 from _common import RESULTS, SHARED_FACES
 from faceprot.datasets import load_faceset
 from faceprot.evaluators import get_evaluator

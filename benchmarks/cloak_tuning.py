@@ -3,7 +3,7 @@
 A lighter loop than ``cloak.py``: a strength preset (``--preset``, medium by default) with both
 surrogates, protected probes saved as PNG and re-read, each evaluator searching the whole folder
 (same gallery, protocol and cache as ``cloak.py``), PNG condition only. Each run appends one JSON
-line to ``benchmarks/results/cloak/tuning.jsonl``.
+line to ``benchmarks/results/cloak/tuning.jsonl`` (``--out`` names another file).
 
     python benchmarks/cloak_tuning.py --name default
     python benchmarks/cloak_tuning.py --name no-eot --set use_eot=false
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-import cloak as bench
+import cloak_protocol as bench
 from _common import RESULTS, SHARED_FACES
+from faceprot.canonical import region_mask
 from faceprot.cloak import optimizer
 from faceprot.cloak.apply import apply_mask
 from faceprot.eot import RealLifeChain
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chain", nargs="*", default=[], help="RealLifeChain overrides, key=value")
     ap.add_argument("--mirror-prob", type=float, default=None, help="mirroring probability of the augment views")
     ap.add_argument("--views", nargs="*", default=[], help="AugmentViews overrides, key=value (lists for tuples)")
+    ap.add_argument("--out", default=str(RESULTS / "cloak" / "tuning.jsonl"), help="the JSON-lines file to append to")
     args = ap.parse_args(argv)
     threads = configure_threads()
     overrides, chain = _pairs(args.set), _pairs(args.chain)
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
         for i in p["probes"]:
             clean = load_image(entries[i]["path"]).rgb
             prot = load_image(encode_png(apply_mask(clean, en.mask).picture.rgb)).rgb
-            region = bench.region_mask(clean.shape[:2], find_faces(clean)[0].transform)
+            region = region_mask(clean.shape[:2], find_faces(clean)[0].transform)
             psnr.append(bench._psnr(clean, prot, region))
             for ev, r in bench.score_probe(prot, i, p["identity"], ids, gallery).items():
                 if r["found"]:
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
            "psnr_face": round(float(np.mean(psnr)), 2), "enroll_median_s": round(float(np.median(seconds)), 2),
            "machine": f"{platform.node()}, {threads} torch thread(s)", "date": datetime.date.today().isoformat()}
     print(json.dumps(row))
-    out = RESULTS / "cloak" / "tuning.jsonl"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(json.dumps(row) + "\n")

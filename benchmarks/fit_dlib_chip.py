@@ -36,10 +36,10 @@ def dlib_chip_matrix(cd) -> np.ndarray:
     return np.linalg.solve(a_, dst).T
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(Path(__file__).resolve().parents[2] / "shared/assets/faces/lfw"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     folder = Path(args.faces)
     manifest = json.loads((folder / "manifest.json").read_text())
     first = {}

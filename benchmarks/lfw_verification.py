@@ -48,13 +48,13 @@ def verification_report(emb: dict[str, np.ndarray], ids: list[str], far: float) 
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(DEFAULT_FACES))
     ap.add_argument("--far", type=float, default=1e-3)
     ap.add_argument("--evaluators", default="dlib-resnet,mobilefacenet")
     ap.add_argument("--out", default=str(RESULTS / "lfw_verification.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     configure_threads()
     entries = load_faceset(args.faces)
     t0 = time.time()

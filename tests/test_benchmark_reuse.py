@@ -1,4 +1,4 @@
-"""The mask-reuse attacks of benchmarks/cloak.py on a real person: the estimate from one
+"""The mask-reuse attacks of benchmarks/cloak_reuse.py on a real person: the estimate from one
 clean/protected pair is the mask, and subtracting the mask undoes an unrefined protection."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from faceprot.faces import find_faces
 from faceprot.io import load_image
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from cloak import _canonical_delta, _corr  # noqa: E402
+from cloak_reuse import _canonical_delta, _corr  # noqa: E402
 
 
 def test_the_subtraction_attacks_undo_a_universal_mask(photos_manifest):

@@ -1,0 +1,135 @@
+"""Smoke tests of the other scripts under benchmarks/, each on one or a few real people
+(cloak_gallery.py, which re-scores a cloak run, is tested beside that run in
+tests/test_benchmark_cloak_modes.py).
+
+cloak_tuning.py and lfw_verification.py write to a
+temporary file, never to the stored ``tuning.jsonl`` / ``lfw_verification.json``; the scripts
+that read a whole faces folder get a folder of a few LFW people (links to ../shared and a
+manifest). Each script's ``main`` runs in this process, so the models load once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT, load_manifest, shared_path
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import cloak_device_time  # noqa: E402
+import cloak_tuning  # noqa: E402
+import fit_dlib_chip  # noqa: E402
+import landmark_spread  # noqa: E402
+import lfw_verification  # noqa: E402
+from _common import RESULTS  # noqa: E402
+from cloak_protocol import EVALUATORS  # noqa: E402
+from faceprot.canonical import DLIB_CHIP_FROM_CANONICAL  # noqa: E402
+from faceprot.cloak import optimizer  # noqa: E402
+
+
+def _lfw_subset(tmp_path, people: int, per_person: int = 99):
+    """A faces folder of the first ``people`` LFW identities: links to ../shared and a manifest."""
+    entries, keep = load_manifest("lfw"), []
+    for e in entries:
+        ids = list(dict.fromkeys(k["identity"] for k in keep))
+        if (e["identity"] in ids or len(ids) < people) and sum(k["identity"] == e["identity"] for k in keep) < per_person:
+            keep.append(e)
+    folder = tmp_path / "faces"
+    for e in keep:
+        (folder / e["file"]).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(e["path"], folder / e["file"])
+    (folder / "manifest.json").write_text(json.dumps([{k: v for k, v in e.items() if k != "path"} for e in keep]))
+    return folder, keep
+
+
+def _unchanged(path):
+    return path.read_bytes() if path.exists() else None
+
+
+def test_cloak_tuning_appends_a_row_with_the_preset(tmp_path, monkeypatch, capsys):
+    faces = shared_path("assets", "faces", "lfw")
+    stored = RESULTS / "cloak" / "tuning.jsonl"
+    before = _unchanged(stored)
+    # --chain patches the optimiser's constructor for the process: restore it afterwards
+    monkeypatch.setattr(optimizer.UniversalCloak, "__init__", optimizer.UniversalCloak.__init__)
+    out = tmp_path / "tuning.jsonl"
+    out.write_text('{"name": "earlier"}\n')
+    argv = ["--name", "smoke", "--faces", str(faces), "--people", "1", "--start", "1", "--preset", "low",
+            "--chain", "max_rotate_deg=6", "--mirror-prob", "0", "--out", str(out)]
+    assert cloak_tuning.main(argv) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == {"name": "earlier"}  # appended
+    row = json.loads(lines[1])
+    assert row == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (row["name"], row["preset"], row["chain"], row["mirror_prob"]) == ("smoke", "low", {"max_rotate_deg": 6}, 0.0)
+    assert (row["people"], row["start"], row["faces"]) == (1, 1, "lfw")
+    assert row["probes"] >= 1 and row["enroll_median_s"] > 0
+    for ev in EVALUATORS:
+        assert 0 <= row[f"top1_{ev}"] <= 100
+    assert 33 < row["psnr_face"] < 45  # low: 4/255 (8 on the stickers), measured 37.6 dB on average
+    assert _unchanged(stored) == before
+
+
+def test_cloak_device_time_on_the_cpu(capsys):
+    shared_path("assets", "faces", "lfw")
+    assert cloak_device_time.main(["--device", "cpu", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("device: cpu (CPU, ") and "9 views of 256x256" in out
+    for preset, its in (("medium", 10), ("high", 16)):
+        m = re.search(rf"^{preset}: {its} iterations, first run ([\d.]+) s, warm median ([\d.]+) s over 1$", out, re.M)
+        assert m, out
+        assert 0 < float(m.group(2)) < 600
+
+
+def test_fit_dlib_chip_refits_the_recorded_constant(tmp_path, capsys):
+    folder, keep = _lfw_subset(tmp_path, people=20, per_person=1)
+    fit_dlib_chip.main(["--faces", str(folder)])
+    out = capsys.readouterr().out
+    m = re.search(r"^(\d+) faces; scale ([\d.]+), tx ([-\d.]+), ty ([-\d.]+); median \|residual\| ([\d.]+) chip px", out, re.M)
+    assert m, out
+    n, s, tx, ty, resid = int(m.group(1)), *(float(g) for g in m.groups()[1:])
+    assert 15 <= n <= 20
+    # twenty people land near the constant fitted on all of LFW (286 faces; measured 0.7599,
+    # -23.59, -39.67 here)
+    assert s == pytest.approx(DLIB_CHIP_FROM_CANONICAL[0, 0], abs=0.01)
+    assert tx == pytest.approx(DLIB_CHIP_FROM_CANONICAL[0, 2], abs=1)
+    assert ty == pytest.approx(DLIB_CHIP_FROM_CANONICAL[1, 2], abs=1)
+    assert 0 < resid < 6
+
+
+def test_landmark_spread_reproduces_the_recorded_table(capsys):
+    faces = shared_path("assets", "faces", "lfw")
+    assert landmark_spread.main(["--faces", str(faces), "--people", "15"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "60 photos of 15 people, canonical px from the person's first photo"
+    rows = {line.split()[0]: tuple(float(v) for v in line.split()[1:]) for line in out[2:]}
+    # BENCHMARKS.md, "The photos' geometry is not the gap": LFW, first 15 people
+    assert rows == {"jaw": (12.39, 34.35), "brows": (5.71, 12.87), "nose": (5.68, 13.08), "eyes": (3.44, 7.67),
+                    "mouth": (4.46, 9.90)}
+
+
+def test_lfw_verification_writes_where_told(tmp_path, capsys):
+    folder, keep = _lfw_subset(tmp_path, people=2)
+    stored = RESULTS / "lfw_verification.json"
+    before = _unchanged(stored)
+    out = tmp_path / "verification.json"
+    lfw_verification.main(["--faces", str(folder), "--out", str(out)])
+    rep = json.loads(out.read_text())
+    assert (rep["photos"], rep["faces"], rep["far"]) == (len(keep), str(folder), 1e-3)
+    assert set(rep["results"]) == {"dlib-resnet", "mobilefacenet"}
+    sizes = [sum(e["identity"] == i for e in keep) for i in dict.fromkeys(e["identity"] for e in keep)]
+    for name, r in rep["results"].items():
+        if r["photos_embedded"] == len(keep):  # every photo has a face: all the pairs are there
+            assert r["genuine_pairs"] == sum(k * (k - 1) // 2 for k in sizes)
+            assert r["impostor_pairs"] == sizes[0] * sizes[1]
+        assert 0.9 <= r["roc_auc"] <= 1 and 0 <= r["tar"] <= 1 and 0 <= r["far"] <= 1, (name, r)
+        assert r["metric"] in ("l2", "cosine")
+    printed = capsys.readouterr().out
+    assert f"{rep['detected']}/{len(keep)} photos with a face" in printed
+    for name, r in rep["results"].items():
+        assert f"{name:<14} {r['roc_auc']:7.4f}" in printed
+    assert _unchanged(stored) == before
