@@ -289,15 +289,17 @@ def _busy():
 def _done(tab: str):
     def done(request: gr.Request = None):
         err = ERRORS.take(request, tab)
-        return gr.update(interactive=True), (f"**Could not finish:** {err}" if err else "")
+        return gr.update(interactive=True), (f"**Error:** {err}" if err else "")
     return done
 
 
 def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str):
     """Button disabled while its event runs; progress and the error, if any, shown beside it."""
-    button.click(_busy, None, [button, status], queue=False, api_name=False).then(
-        fn, inputs, outputs, api_name=api_name, show_progress_on=status,
-    ).then(_done(tab), None, [button, status], queue=False, api_name=False)
+    run = button.click(_busy, None, [button, status], queue=False, api_name=False).then(
+        fn, inputs, outputs, api_name=api_name, show_progress_on=status)
+    # the browser follows an event that failed with .failure listeners only, not .then ones
+    for follow in (run.success, run.failure):
+        follow(_done(tab), None, [button, status], queue=False, api_name=False)
 
 
 def _preview_for(tab: str):
@@ -356,9 +358,8 @@ with gr.Blocks(title="faceprot") as demo:
                 gr.Examples([[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
                              [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
                             inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
-                            cache_mode="lazy", label="Try an example",
-                            example_labels=["Obama's selfie, attacking dlib and MobileFaceNet",
-                                            "Obama's selfie, attacking dlib only (MobileFaceNet never attacked)"])
+                            cache_mode="lazy", label="Try an example (dlib only: MobileFaceNet is never attacked)",
+                            example_labels=["Obama, attack both", "Obama, attack dlib only"])
             with gr.Column():
                 for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
                           protect_summary):
@@ -372,7 +373,8 @@ with gr.Blocks(title="faceprot") as demo:
                              format="png", height=200)
         _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect")
         selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
-                      show_progress_on=protect_status)
+                      show_progress_on=protect_status).failure(
+            _done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
 
     with gr.Tab("Apply my mask"):
         gr.Markdown("Protect new photos of yourself with your saved mask. Only a square around each "
@@ -403,8 +405,8 @@ with gr.Blocks(title="faceprot") as demo:
                 gr.Examples([[_example("obama-selfie.faceprot"), [_example("obama-1.jpg"), _example("obama-2.jpg")],
                               "largest", 10]],
                             inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab, cache_examples=True,
-                            cache_mode="lazy", label="Try an example",
-                            example_labels=["The example selfie's mask (medium, seed 0) on two other photos"])
+                            cache_mode="lazy", label="Try an example: the example selfie's mask (medium, seed 0) on two other photos",
+                            example_labels=["Obama's mask on two photos"])
             with gr.Column():
                 for c in apply_outputs:
                     c.render()
@@ -435,8 +437,9 @@ with gr.Blocks(title="faceprot") as demo:
         for c in check_outputs:
             c.render()
         _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check")
-        photo_a.change(_preview_for("check"), photo_a, view_a, api_name=False, show_progress_on=check_status)
-        photo_b.change(_preview_for("check"), photo_b, view_b, api_name=False, show_progress_on=check_status)
+        for photo, view in ((photo_a, view_a), (photo_b, view_b)):
+            photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status).failure(
+                _done("check"), None, [check_btn, check_status], queue=False, api_name=False)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
@@ -43,9 +44,20 @@ def gallery_embeddings(entries: list[dict], cache: Path) -> tuple[dict[str, np.n
     key = hashlib.sha1(json.dumps([CACHE_VERSION] + [(e["file"], Path(e["path"]).stat().st_size)
                                                      for e in entries]).encode()).hexdigest()[:16]
     path = cache / f"gallery-{key}.npz"
-    if path.exists():
-        z = np.load(path)
-        return {k: z[k] for k in EVALUATORS}, z["n_faces"]
+    cache.mkdir(parents=True, exist_ok=True)
+    # one process computes it, the others wait and read it (shards and parallel tests share it)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            z = np.load(path)
+            return {k: z[k] for k in EVALUATORS}, z["n_faces"]
+        out, n_faces = _embed_gallery(entries)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, n_faces=n_faces, **out)
+        tmp.replace(path)  # readers never see half a file
+    return out, n_faces
+
+
+def _embed_gallery(entries: list[dict]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     emb = {k: [] for k in EVALUATORS}
     n_faces = []
     for e in tqdm(entries, desc="gallery", file=sys.stderr):
@@ -54,10 +66,7 @@ def gallery_embeddings(entries: list[dict], cache: Path) -> tuple[dict[str, np.n
         n_faces.append(len(faces))
         for name in EVALUATORS:
             emb[name].append(_embed(name, rgb))
-    out = {k: np.stack(v) for k, v in emb.items()}
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, n_faces=np.array(n_faces), **out)
-    return out, np.array(n_faces)
+    return {k: np.stack(v) for k, v in emb.items()}, np.array(n_faces)
 
 
 def _embed(name: str, rgb: np.ndarray) -> np.ndarray:

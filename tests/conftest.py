@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def load_manifest(folder: str) -> list[dict]:
         e["path"] = str(base / e["file"])
     return entries
 
+
+# Examples the app caches lazily go to a fresh folder per test run, never the developer's
+# .gradio/cached_examples (a stale cache would show outputs of older code).
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="faceprot-examples-cache-"))
 
 # The models in ../shared stand in for Hub downloads: point the registry's local mirror at them.
 if "FACEPROT_MODEL_DIR" not in os.environ and SHARED_MODELS.is_dir():

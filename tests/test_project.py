@@ -16,7 +16,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     cmds = _readme_commands()
     test_cmd = next(c for c in cmds if "pytest" in c)
     ci = (ROOT / ".ci" / "run").read_text()
-    m = re.search(r"^TEST_COMMAND='(.*)'$", ci, flags=re.M)
+    m = re.search(r"^TEST_COMMAND=\"(.*)\"$", ci, flags=re.M)
     assert m, ".ci/run must define TEST_COMMAND"
     assert m.group(1) == test_cmd
     app_cmd = next(c for c in cmds if "app.py" in c)

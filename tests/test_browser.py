@@ -1,0 +1,144 @@
+"""The demo in a real browser (headless Chromium from Debian, driven by Playwright), against the
+real server, at 1400 px and at 390 px (a phone). Screenshots go to test-artifacts/.
+
+Each step checks what a person looks for: the verdict line, the images, the message text, and
+that a table never needs sideways scrolling or splits a word or number across lines on a phone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, _require_shared
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("gradio")
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.slow
+
+# Per table: its width against its scroll width, and every word or number whose glyphs sit on more
+# than one line (a Range over the word reports rectangles at two heights).
+MEASURE_TABLES = """
+() => Array.from(document.querySelectorAll('table.fp-scores')).filter(t => t.offsetParent !== null).map(t => {
+  const split = [];
+  const walker = document.createTreeWalker(t, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    for (const m of n.textContent.matchAll(/\\S+/g)) {
+      const r = document.createRange();
+      r.setStart(n, m.index); r.setEnd(n, m.index + m[0].length);
+      const tops = new Set(Array.from(r.getClientRects()).filter(q => q.width > 0).map(q => Math.round(q.top)));
+      if (tops.size > 1) split.push(m[0]);
+    }
+  }
+  return {scrollWidth: t.scrollWidth, width: t.getBoundingClientRect().width, split};
+})
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if CHROMIUM is None:
+        msg = "needs Debian's chromium (the README's test command installs it)"
+        if _require_shared():
+            pytest.fail(msg + " (CI=true: a missing browser fails the run)")
+        pytest.skip(msg)
+    import app
+
+    app.demo.queue().launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    try:
+        yield app.demo.local_url
+    finally:
+        app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(120_000)
+        pg.goto(server)
+        pg.get_by_role("tab", name="Protect my face").wait_for()
+        yield pg
+        browser.close()
+
+
+def _phone_check(pg, name: str) -> None:
+    """Screenshots at 1400 and 390 px; at 390 px no table scrolls sideways or splits a word."""
+    pg.set_viewport_size({"width": 1400, "height": 1000})
+    pg.screenshot(path=str(ARTIFACTS / f"{name}-1400.png"), full_page=True)
+    pg.set_viewport_size({"width": 390, "height": 844})
+    pg.wait_for_timeout(500)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
+    tables = pg.evaluate(MEASURE_TABLES)
+    assert tables, f"{name}: no score table is shown"
+    for t in tables:
+        assert t["scrollWidth"] <= 390 and t["scrollWidth"] <= t["width"] + 1, (name, t)
+        assert not t["split"], (name, t["split"])
+    page_width = pg.evaluate("() => document.documentElement.scrollWidth")
+    assert page_width <= 390, f"{name}: the page scrolls sideways ({page_width} px)"
+    pg.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_the_page_opens_on_protect_with_its_intro_and_limits(page):
+    assert page.get_by_role("tab", name="Protect my face").get_attribute("aria-selected") == "true"
+    assert page.get_by_text("upload one selfie").is_visible()
+    page.get_by_text("What this can and cannot do").first.click()
+    page.get_by_text("No cloak is a guarantee").wait_for(state="visible", timeout=10_000)
+
+
+def test_a_non_image_shows_faceprots_sentence_beside_the_button(page, tmp_path):
+    notes = tmp_path / "holiday-notes.txt"
+    notes.write_text("not a photo at all")
+    page.get_by_role("tab", name="Protect my face").click()
+    page.locator("input[type=file]").first.set_input_files(str(notes))
+    # beside the button, in faceprot's words (a pop-up says it too)
+    page.get_by_text("Error: holiday-notes.txt is not an image faceprot can read").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "protect-non-image-1400.png"), full_page=True)
+    page.locator("button[aria-label='Clear']").first.click()  # leave the selfie empty again
+
+
+def test_protect_an_example(page):
+    page.get_by_role("tab", name="Protect my face").click()
+    page.get_by_text("Obama, attack both").click()
+    verdict = page.get_by_text("never-attacked recognizers still match you")
+    verdict.wait_for()
+    assert "your selfie, compared with its own protected copy" in verdict.inner_text()
+    table = page.locator("table.fp-scores").first
+    assert table.is_visible()
+    cells = table.locator("td").all_inner_texts()
+    assert {"dlib\u2011cpp", "dlib\u2011resnet", "mobilefacenet"} <= set(cells), cells
+    _phone_check(page, "protect")
+
+
+def test_apply_the_example_mask_to_two_photos(page):
+    page.get_by_role("tab", name="Apply my mask").click()
+    page.get_by_text("Obama's mask on two photos").click()
+    page.get_by_text("On obama-1.jpg:").wait_for()
+    assert page.get_by_text("On obama-2.jpg:").is_visible()
+    assert page.get_by_text("Mask applied to 2 of 2 photo(s).").is_visible()
+    _phone_check(page, "apply")
+
+
+def test_check_two_people(page):
+    page.get_by_role("tab", name="Check").click()
+    page.get_by_text("Obama and Biden").click()
+    line = page.get_by_text("recognizers say these show the same person")
+    line.wait_for()
+    assert "obama-1.jpg and biden.jpg: 0 of 3" in line.inner_text()
+    _phone_check(page, "check")
