@@ -372,9 +372,10 @@ with gr.Blocks(title="faceprot") as demo:
                     gr.Image(str(EXAMPLES / "strengths" / f"{look}.png"), label=look, interactive=False,
                              format="png", height=200)
         _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect")
-        selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
-                      show_progress_on=protect_status).failure(
-            _done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
+        shown = selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
+                              show_progress_on=protect_status)
+        shown.failure(_done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
+        shown.success(lambda: "", None, protect_status, queue=False, api_name=False)  # an old error goes
 
     with gr.Tab("Apply my mask"):
         gr.Markdown("Protect new photos of yourself with your saved mask. Only a square around each "
@@ -438,8 +439,9 @@ with gr.Blocks(title="faceprot") as demo:
             c.render()
         _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check")
         for photo, view in ((photo_a, view_a), (photo_b, view_b)):
-            photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status).failure(
-                _done("check"), None, [check_btn, check_status], queue=False, api_name=False)
+            shown = photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status)
+            shown.failure(_done("check"), None, [check_btn, check_status], queue=False, api_name=False)
+            shown.success(lambda: "", None, check_status, queue=False, api_name=False)
 
 
 if __name__ == "__main__":
