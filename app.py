@@ -84,8 +84,8 @@ Measured figures, with how they were measured, are in
 """
 
 MASK_FILE_NOTE = ("Your mask file. It holds the mask itself and how it was made: no photo, and no "
-                  "face embedding unless you ticked the box above. Its maps follow your face's "
-                  "layout, so keep it private. Use it in 'Apply my mask'.")
+                  "face embedding unless you chose to store it (More settings). Its maps follow your "
+                  "face's layout, so keep it private. Use it in 'Apply my mask'.")
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -129,9 +129,16 @@ def _out_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="faceprot-"))
 
 
-def _table(rows: list[list], headers: list[str] = SCORE_HEADERS):
-    """The HTML table people read (cards on a phone), and the same rows as records for API clients."""
-    return report.score_table_html(rows, headers), report.rows_as_records(rows, headers)
+def _table(rows: list[list], headers: list[str] = SCORE_HEADERS, shown: list[str] | None = None):
+    """The HTML table people read (cards on a phone; only the ``shown`` columns), and the whole
+    rows as records for API clients."""
+    keep = [headers.index(h) for h in (shown or headers)]
+    html = report.score_table_html([[r[i] for i in keep] for r in rows], [headers[i] for i in keep])
+    return html, report.rows_as_records(rows, headers)
+
+
+#: No mask is involved in Check, so its table leaves out who was attacked.
+CHECK_COLUMNS = ["evaluator", "metric", "score", "threshold", "verdict"]
 
 
 # ------------------------------------------------------------------------------------ handlers
@@ -174,7 +181,7 @@ def check(photo_a: str | None, photo_b: str | None, request: gr.Request = None, 
     if notes:
         gr.Info(" ".join(notes))
     verdict = report.check_verdict(scores, Path(photo_a).name, Path(photo_b).name)
-    return (verdict, *_table(report.score_rows(scores)))
+    return (verdict, *_table(report.score_rows(scores), shown=CHECK_COLUMNS))
 
 
 def _gpu(duration):
@@ -320,7 +327,7 @@ with gr.Blocks(title="faceprot") as demo:
     with gr.Tab("Protect my face"):
         # outputs first (not yet shown), so that the examples can sit beside the upload
         protect_verdict = gr.Markdown(render=False)
-        protect_table = gr.HTML(render=False)
+        protect_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
         protect_records = gr.JSON(visible=False, render=False)
         slider = gr.ImageSlider(label="Before / after", type="filepath", format="png", render=False)
         closeup = gr.ImageSlider(label="Close-up: the part of the photo the mask changes", type="filepath",
@@ -328,7 +335,7 @@ with gr.Blocks(title="faceprot") as demo:
         mask_out = gr.File(label=MASK_FILE_NOTE, render=False)
         protect_summary = gr.Markdown(render=False)
         maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
-                                "attention, and the mask amplified", columns=4, format="png", height=300,
+                                "attention, and the mask amplified", columns=2, format="png", height="auto",
                           render=False)
         with gr.Row():
             with gr.Column():
@@ -358,7 +365,7 @@ with gr.Blocks(title="faceprot") as demo:
                 gr.Examples([[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
                              [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
                             inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
-                            cache_mode="lazy", label="Try an example (dlib only: MobileFaceNet is never attacked)",
+                            cache_mode="lazy", label="Try an example (\"dlib only\" leaves MobileFaceNet never attacked)",
                             example_labels=["Obama, attack both", "Obama, attack dlib only"])
             with gr.Column():
                 for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
@@ -383,7 +390,7 @@ with gr.Blocks(title="faceprot") as demo:
                     "cloak's grain can show); every pixel outside it is left exactly as it was. "
                     "Outputs are lossless PNG.")
         apply_verdict = gr.Markdown(render=False)
-        apply_table = gr.HTML(render=False)
+        apply_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
         apply_records = gr.JSON(visible=False, render=False)
         gallery = gr.Gallery(label="Protected photos", format="png", columns=3, height=360,
                              object_fit="contain", render=False)  # whole photos, faces not cropped off
@@ -393,7 +400,8 @@ with gr.Blocks(title="faceprot") as demo:
                 mask_in = gr.File(label="Your mask file (.faceprot)", type="filepath")
                 photos_in = gr.File(label="Photos", file_count="multiple", type="filepath")
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
-                                 info="'me' needs a mask made with the embedding stored.")
+                                 info="'me' needs a mask made with 'Store my face embedding' ticked "
+                                      "(Protect my face, More settings).")
                 refine = gr.Slider(0, 10, value=10, step=1, label="Per-photo refinement steps",
                                    info="0: your mask as it is (instant), the same on every photo, so "
                                         "whoever has one original and protected pair can estimate it "
@@ -415,10 +423,10 @@ with gr.Blocks(title="faceprot") as demo:
 
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
-                    "No mask is involved here: *attacked* marks the recognizers that the cloak "
-                    "attacks by default.")
+                    "Use it on a protected copy and another photo of you to see what a face search "
+                    "would conclude.")
         check_verdict = gr.Markdown(render=False)
-        check_table = gr.HTML(render=False)
+        check_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
         check_records = gr.JSON(visible=False, render=False)
         check_outputs = [check_verdict, check_table, check_records]
         with gr.Row():

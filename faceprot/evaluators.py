@@ -128,13 +128,13 @@ def get_evaluator(name: str):
 def role_of(name: str, surrogates) -> tuple[str, str]:
     """("white-box" | "black-box", note) for an evaluator given the surrogates used."""
     if name in surrogates:
-        return "white-box", "used in the optimisation"
+        return "white-box", "attacked when the mask was made"
     if name == "dlib-cpp":
         note = "dlib's own pipeline"
         if "dlib-resnet" in surrogates:
-            note += "; same network weights as the dlib-resnet surrogate"
+            note += "; same network weights as dlib-resnet, which was attacked"
         return "black-box", note
-    return "black-box", "never seen by the optimisation"
+    return "black-box", "never attacked: the mask never saw it"
 
 
 def compare_photos(a: np.ndarray, b: np.ndarray, evaluators=None, surrogates=None,

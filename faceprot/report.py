@@ -119,12 +119,13 @@ def unseen_caveat(scores: Iterable[Score]) -> str:
 
 
 def mask_description(mask, views: int | None = None, seconds: float | None = None) -> str:
-    """One sentence on how a mask was made: strength, budgets, seed, views, surrogates."""
+    """One plain sentence on how a mask was made: time, views, strength, seed, what it attacked."""
     made = "Mask made" + (f" in {seconds:.1f} s" if seconds is not None else "")
-    views_part = f" from {views} views ({mask.generator})" if views is not None else f" ({mask.generator} views)"
-    return (f"{made}{views_part}; strength {mask.preset} (eps {mask.eps * 255:.0f}/255, "
-            f"{mask.eps_high * 255:.0f}/255 on eyes, nose, mouth and edges), seed {mask.seed}, "
-            f"surrogates: {', '.join(mask.surrogates)}.")
+    views_part = (f" from {views} views of you ({mask.generator})" if views is not None
+                  else f" ({mask.generator} views)")
+    return (f"{made}{views_part}; strength {mask.preset} (each pixel changes by at most "
+            f"{mask.eps * 255:.0f} of 255 levels, {mask.eps_high * 255:.0f} around the eyes, nose, mouth and "
+            f"edges), seed {mask.seed}; attacked: {', '.join(mask.surrogates)}.")
 
 
 IDENTITY_STORED = "The mask file stores your face embedding (you opted in): keep it private."
@@ -194,8 +195,8 @@ def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False) 
         line += f" No face found by {', '.join(lost)}."
     if not unseen:
         shared = [s.evaluator for s in never if _shares_weights(s)]
-        line += (" Best case: no unseen recognizer was tested"
-                 + (f" ({', '.join(shared)} shares a network with a recognizer that was attacked)." if shared else "."))
+        line += ((f" {' and '.join(shared)} was never attacked but shares its network with one that was,"
+                  if shared else "") + " so this is the best case: no truly unseen recognizer was tested.")
     if selfie:
         line += " The selfie is the photo the mask was made from, so this is its easiest photo."
     return line
@@ -214,22 +215,24 @@ def check_verdict(scores: Sequence[Score], name_a: str, name_b: str) -> str:
 
 # ------------------------------------------------------------------------------------ HTML table
 
-#: Narrow screens get one card per row, each cell a "label: value" line, so a phone never scrolls
-#: sideways and no number or word is split (tests/test_browser.py measures it at 390 px).
+#: The score table's style (gr.HTML's css_template). Where its box is narrow (a phone, or a half-width
+#: column) each row becomes a card of "label: value" lines, so nothing scrolls sideways and no word
+#: or number is split (tests/test_browser.py measures it at 1400 and 390 px).
 TABLE_CSS = """
-<style>
+.fp-wrap{container-type:inline-size;width:100%}
 .fp-scores{width:100%;border-collapse:collapse;font-size:0.92em}
 .fp-scores th,.fp-scores td{padding:4px 6px;text-align:left;vertical-align:top;
   border-bottom:1px solid rgba(128,128,128,.3);word-break:normal;overflow-wrap:normal;hyphens:none}
 .fp-scores td.num,.fp-scores td.nowrap,.fp-scores th{white-space:nowrap}
-@media (max-width: 700px){
+.fp-scores td.fp-match{font-weight:700;color:#b91c1c}
+@container (max-width: 820px){
   .fp-scores thead{display:none}
-  .fp-scores,.fp-scores tbody,.fp-scores tr,.fp-scores td{display:block;width:auto;border:none !important}
-  .fp-scores tr{border:1px solid rgba(128,128,128,.4) !important;border-radius:6px;margin:0 0 8px 0;padding:4px}
-  .fp-scores td{padding:1px 4px;white-space:normal}
+  .fp-scores,.fp-scores tr,.fp-scores td{display:block;width:auto;border:none !important}
+  .fp-scores tbody{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:8px}
+  .fp-scores tr{border:1px solid rgba(128,128,128,.4) !important;border-radius:6px;padding:4px}
+  .fp-scores td{padding:1px 4px;margin:0;line-height:1.35;white-space:normal}
   .fp-scores td::before{content:attr(data-label) ": ";font-weight:600}
 }
-</style>
 """
 
 
@@ -248,7 +251,8 @@ def _cell(v) -> str:
 
 
 def score_table_html(rows: Sequence[Sequence], headers: Sequence[str] = SCORE_HEADERS) -> str:
-    """The score rows as an HTML table that turns into one card per row on a narrow screen.
+    """The score rows as an HTML table (style: :data:`TABLE_CSS`) that turns into one card per row
+    where its box is narrow.
 
     Scores show three decimals ("1.000", never "1"); a missing score shows "-".
     """
@@ -259,12 +263,13 @@ def score_table_html(rows: Sequence[Sequence], headers: Sequence[str] = SCORE_HE
     for r in rows:
         cells = []
         for h, v in zip(headers, r):
-            cls = "num" if h == "score" else "nowrap" if h in ("threshold", "verdict", "metric") else ""
+            cls = ("num" if h == "score" else "fp-match nowrap" if h == "verdict" and v == "match"
+                   else "nowrap" if h in ("threshold", "verdict", "metric", "role") else "")
             cells.append(f'<td data-label="{html.escape(h)}"' + (f' class="{cls}"' if cls else "")
                          + f">{_cell(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (TABLE_CSS + f'<table class="fp-scores"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(body) + "</tbody></table>")
+    return (f'<div class="fp-wrap"><table class="fp-scores"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></div>")
 
 
 def rows_as_records(rows: Sequence[Sequence], headers: Sequence[str] = SCORE_HEADERS) -> list[dict]:

@@ -104,14 +104,15 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     # protection happened: the recognizers the mask attacked no longer match the selfie to its
     # protected copy (the mask was optimised on this very photo's views)
     assert rows["dlib-resnet"]["verdict"] == "no match" and rows["mobilefacenet"]["verdict"] == "no match", rows
-    assert "medium" in summary and "dlib-resnet, mobilefacenet" in summary
+    assert "strength medium" in summary and "attacked: dlib-resnet, mobilefacenet." in summary
     # the verdict line: the selfie against itself, attacked vs never-attacked, and the best case
     # (dlib-cpp, the one never attacked, shares dlib-resnet's network)
     attacked_left = sum(r["verdict"] == "match" for n, r in rows.items() if n != "dlib-cpp")
     never_left = int(rows["dlib-cpp"]["verdict"] == "match")
     assert verdict.startswith(f"On your selfie, compared with its own protected copy: {attacked_left} of 2 "
                               f"attacked and {never_left} of 1 never-attacked recognizers still match you.")
-    assert "Best case: no unseen recognizer was tested" in verdict and "easiest photo" in verdict
+    assert ("dlib-cpp was never attacked but shares its network with one that was, so this is the best "
+            "case: no truly unseen recognizer was tested.") in verdict and "easiest photo" in verdict
 
 
 @pytest.mark.slow
@@ -122,10 +123,10 @@ def test_protect_against_dlib_only_scores_mobilefacenet_as_never_attacked(client
         handle_file(selfie), "medium", "dlib only", 0, "augment", False, api_name="/protect")
     rows = {r["evaluator"]: r for r in table}
     assert rows["dlib-resnet"]["role"] == "white-box"
-    assert rows["mobilefacenet"]["role"] == "black-box" and "never seen" in rows["mobilefacenet"]["note"]
-    assert "surrogates: dlib-resnet." in summary
+    assert rows["mobilefacenet"]["role"] == "black-box" and "never attacked" in rows["mobilefacenet"]["note"]
+    assert "attacked: dlib-resnet." in summary
     assert "of 1 attacked and" in verdict and "of 2 never-attacked" in verdict
-    assert "Best case" not in verdict  # MobileFaceNet is an unseen recognizer
+    assert "best case" not in verdict  # MobileFaceNet is an unseen recognizer
 
 
 def test_the_unseen_caveat_appears_only_without_a_held_out_recognizer():

@@ -133,3 +133,42 @@ def test_lfw_verification_writes_where_told(tmp_path, capsys):
     for name, r in rep["results"].items():
         assert f"{name:<14} {r['roc_auc']:7.4f}" in printed
     assert _unchanged(stored) == before
+
+
+@pytest.mark.slow
+def test_app_timing_measures_protect_from_click_to_verdict(tmp_path, capsys):
+    """benchmarks/app_timing.py in a real browser: two protects of the example selfie, each timed
+    from the click to the verdict line, written to the JSON it is told."""
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("needs Debian's chromium (the README's test command installs it)")
+    import app_timing
+
+    out = tmp_path / "timing.json"
+    assert app_timing.main(["--runs", "2", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["photo"] == "obama-selfie.jpg" and len(got["runs_s"]) == 2 and len(got["warm_s"]) == 1
+    assert all(0.5 < t < 600 for t in got["runs_s"]), got
+    assert "from the click to the verdict line" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_strength_closeups_writes_each_strength_at_full_resolution(tmp_path, capsys):
+    """benchmarks/strength_closeups.py: the same 100% square for the original and each preset, the
+    stronger the preset the further from the original."""
+    import numpy as np
+    from PIL import Image
+
+    import strength_closeups
+
+    assert strength_closeups.main(["--out", str(tmp_path)]) == 0
+    shots = {n: np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")).astype(int)
+             for n in ("original", "low", "medium", "high")}
+    assert len({s.shape for s in shots.values()}) == 1
+    moved = [np.abs(shots[n] - shots["original"]).mean() for n in ("low", "medium", "high")]
+    assert 0 < moved[0] < moved[1] < moved[2], moved
+    # the committed close-ups are these (same code, same seed)
+    for n, shot in shots.items():
+        committed = np.asarray(Image.open(ROOT / "examples" / "strengths" / f"{n}.png").convert("RGB")).astype(int)
+        assert np.array_equal(committed, shot), n

@@ -23,8 +23,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.slow
 
-# Per table: its width against its scroll width, and every word or number whose glyphs sit on more
-# than one line (a Range over the word reports rectangles at two heights).
+# Per table: its width against its scroll width, its right edge against its column's, and every word
+# or number whose glyphs sit on more than one line (a Range over the word reports rectangles at two
+# heights).
 MEASURE_TABLES = """
 () => Array.from(document.querySelectorAll('table.fp-scores')).filter(t => t.offsetParent !== null).map(t => {
   const split = [];
@@ -37,7 +38,9 @@ MEASURE_TABLES = """
       if (tops.size > 1) split.push(m[0]);
     }
   }
-  return {scrollWidth: t.scrollWidth, width: t.getBoundingClientRect().width, split};
+  const box = t.closest('.column') || t.parentElement;
+  return {scrollWidth: t.scrollWidth, width: t.getBoundingClientRect().width, split,
+          right: t.getBoundingClientRect().right, box_right: box.getBoundingClientRect().right};
 })
 """
 
@@ -79,19 +82,20 @@ def page(server):
 
 
 def _phone_check(pg, name: str) -> None:
-    """Screenshots at 1400 and 390 px; at 390 px no table scrolls sideways or splits a word."""
-    pg.set_viewport_size({"width": 1400, "height": 1000})
-    pg.screenshot(path=str(ARTIFACTS / f"{name}-1400.png"), full_page=True)
-    pg.set_viewport_size({"width": 390, "height": 844})
-    pg.wait_for_timeout(500)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}-390.png"), full_page=True)
-    tables = pg.evaluate(MEASURE_TABLES)
-    assert tables, f"{name}: no score table is shown"
-    for t in tables:
-        assert t["scrollWidth"] <= 390 and t["scrollWidth"] <= t["width"] + 1, (name, t)
-        assert not t["split"], (name, t["split"])
-    page_width = pg.evaluate("() => document.documentElement.scrollWidth")
-    assert page_width <= 390, f"{name}: the page scrolls sideways ({page_width} px)"
+    """Screenshots at 1400 and 390 px. At both, every table fits its box (nothing cut off or
+    scrolled sideways) and no word or number is split across lines; at 390 px it is 390 px wide."""
+    for width, height in ((1400, 1000), (390, 844)):
+        pg.set_viewport_size({"width": width, "height": height})
+        pg.wait_for_timeout(500)
+        pg.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        tables = pg.evaluate(MEASURE_TABLES)
+        assert tables, f"{name}: no score table is shown"
+        for t in tables:
+            assert t["scrollWidth"] <= t["width"] + 1 and t["right"] <= t["box_right"] + 1, (name, width, t)
+            assert t["scrollWidth"] <= width, (name, width, t)
+            assert not t["split"], (name, width, t["split"])
+        page_width = pg.evaluate("() => document.documentElement.scrollWidth")
+        assert page_width <= width, f"{name}: the page scrolls sideways at {width} px ({page_width} px)"
     pg.set_viewport_size({"width": 1400, "height": 1000})
 
 

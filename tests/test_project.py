@@ -113,3 +113,21 @@ def test_no_module_imports_one_above_it():
             if level[them] >= level[me]:
                 bad.append(f"{mod} imports {imp} ({them} is not below {me})")
     assert not bad, "\n".join(sorted(set(bad)))
+
+
+def test_the_readme_compare_example_runs_as_written_and_prints_what_it_shows(tmp_path):
+    """The README's `faceprot compare` example, run from the project root on a fresh install (no
+    environment variable), prints exactly the table the README shows."""
+    import os
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"```bash\n(faceprot compare [^\n]+)\n```\n\n```\n(.*?)```", text, flags=re.S)
+    assert m, "the README shows a faceprot compare command and its output"
+    args = m.group(1).split()[1:]
+    env = {k: v for k, v in os.environ.items() if k != "FACEPROT_MODEL_DIR"}
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == m.group(2).strip()
