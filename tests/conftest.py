@@ -64,3 +64,25 @@ def lfw_manifest() -> list[dict]:
 @pytest.fixture(scope="session")
 def photos_manifest() -> list[dict]:
     return load_manifest("photos")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The real app (app.py's Blocks), served on a free local port for one test module."""
+    pytest.importorskip("gradio")
+    import app
+
+    app.demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    try:
+        yield app.demo.local_url
+    finally:
+        app.demo.close()

@@ -8,7 +8,6 @@ that a table never needs sideways scrolling or splits a word or number across li
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -45,27 +44,14 @@ MEASURE_TABLES = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server():
+def server(request):
     if CHROMIUM is None:
         msg = "needs Debian's chromium (the README's test command installs it)"
         if _require_shared():
             pytest.fail(msg + " (CI=true: a missing browser fails the run)")
         pytest.skip(msg)
-    import app
-
-    app.demo.queue().launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                            quiet=True)
-    try:
-        yield app.demo.local_url
-    finally:
-        app.demo.close()
+    return request.getfixturevalue("app_url")
 
 
 @pytest.fixture(scope="module")
