@@ -90,6 +90,13 @@ def test_the_page_opens_on_protect_with_its_intro_and_limits(page):
     assert page.get_by_text("upload one selfie").is_visible()
     page.get_by_text("What this can and cannot do").first.click()
     page.get_by_text("No cloak is a guarantee").wait_for(state="visible", timeout=10_000)
+    # the strength help shows each strength's look and links the measured figures
+    page.get_by_text("How strong, and how visible?").first.click()
+    page.get_by_text("visible up close today").wait_for(state="visible", timeout=10_000)
+    link = page.get_by_role("link", name="BENCHMARKS.md")
+    got = page.request.get(page.evaluate("(a) => a.href", link.element_handle()))
+    assert got.ok and got.text().startswith("# Benchmarks")
+    page.get_by_text("How strong, and how visible?").first.click()
 
 
 def test_a_non_image_shows_faceprots_sentence_beside_the_button(page, tmp_path):
