@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from faceprot import registry
 from faceprot.cli import main
 from faceprot.errors import ModelUnavailableError
@@ -131,3 +132,25 @@ def test_compare_command_reports_bad_input_without_a_traceback(tmp_path, photos_
     assert run.returncode == 2
     assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
     assert "notes.jpg" in run.stderr
+
+
+def test_every_cli_photo_error_names_the_photo(tmp_path, photos_manifest):
+    """compare and enroll name the photo with no face; apply names each photo that fails."""
+    from PIL import Image
+
+    import numpy as np
+
+    wall = tmp_path / "plain-wall.png"
+    Image.fromarray(np.full((200, 300, 3), 170, np.uint8)).save(wall)
+    good = photos_manifest[0]["path"]
+    for args in (["compare", good, str(wall)], ["enroll", str(wall), "-o", str(tmp_path / "m.faceprot")]):
+        run = subprocess.run([sys.executable, "-m", "faceprot.cli", *args], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert "plain-wall.png" in run.stderr and "No face was found" in run.stderr, (args, run.stderr)
+    mask = ROOT / "examples" / "obama-selfie.faceprot"
+    run = subprocess.run([sys.executable, "-m", "faceprot.cli", "apply", str(mask), str(wall), good, "-o",
+                          str(tmp_path / "out"), "--refine", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert any(line.startswith("FAIL") and "plain-wall.png" in line and "No face was found" in line
+               for line in run.stdout.splitlines()), run.stdout
