@@ -123,6 +123,19 @@ def test_protect_an_example(page):
     _phone_check(page, "protect")
 
 
+def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_it(page):
+    """The selfie the example left in place, protected again with the button: it cannot be
+    clicked twice, and the progress shows in the status line under it."""
+    page.get_by_role("tab", name="Protect my face").click()
+    button = page.get_by_role("button", name="Protect", exact=True)
+    assert button.is_enabled()
+    button.click()
+    page.wait_for_function("(b) => b.disabled", arg=button.element_handle(), timeout=10_000)
+    page.get_by_text("Optimising the mask").first.wait_for(timeout=60_000)  # the progress text
+    page.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
+    assert page.get_by_text("never-attacked recognizers still match you").first.is_visible()
+
+
 def test_apply_the_example_mask_to_two_photos(page):
     page.get_by_role("tab", name="Apply my mask").click()
     page.get_by_text("Obama's mask on two photos").click()
