@@ -143,7 +143,10 @@ def _table(rows: list[list], headers: list[str] = SCORE_HEADERS, shown: list[str
     """The HTML table people read (cards on a phone; only the ``shown`` columns), and the whole
     rows as records for API clients."""
     keep = [headers.index(h) for h in (shown or headers)]
-    html = report.score_table_html([[r[i] for i in keep] for r in rows], [headers[i] for i in keep])
+    role = headers.index("role")
+    words = {"white-box": "attacked (white-box)", "black-box": "never attacked (black-box)"}
+    html = report.score_table_html([[words.get(r[i], r[i]) if i == role else r[i] for i in keep] for r in rows],
+                                   [headers[i] for i in keep])
     return html, report.rows_as_records(rows, headers)
 
 
@@ -339,13 +342,15 @@ with gr.Blocks(title="faceprot") as demo:
         protect_verdict = gr.Markdown(render=False)
         protect_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
         protect_records = gr.JSON(visible=False, render=False)
-        slider = gr.ImageSlider(label="Before / after", type="filepath", format="png", render=False)
-        closeup = gr.ImageSlider(label="Close-up: the part of the photo the mask changes", type="filepath",
-                                 format="png", render=False)
+        slider = gr.ImageSlider(label="Original (left) / protected (right)", type="filepath", format="png",
+                                render=False)
+        closeup = gr.ImageSlider(label="Close-up of the part that changes", type="filepath", format="png",
+                                 render=False)
         mask_out = gr.File(label=MASK_FILE_NOTE, render=False)
         protect_summary = gr.Markdown(render=False)
-        maps = gr.Gallery(label="How the mask was made: budget stickers, high-pass edges, learned "
-                                "attention, and the mask amplified", columns=2, format="png", height="auto",
+        maps = gr.Gallery(label="How the mask was made: where it may change more (eyes, nose, mouth; "
+                                "fine edges), where it chose to act (attention), and the mask itself, "
+                                "amplified", columns=4, format="png", height=360,
                           render=False)
         with gr.Row():
             with gr.Column():
@@ -366,7 +371,7 @@ with gr.Blocks(title="faceprot") as demo:
                                               "synthetic photos of you (GPU and Hub weights needed).")
                     remember = gr.Checkbox(False, label="Store my face embedding in the mask",
                                            info="Lets 'Apply my mask' protect only you in group photos. "
-                                                "Off by default: the file then holds no face data.")
+                                                "Off by default: the file then stores no embedding of your face.")
                 protect_btn = gr.Button("Protect", variant="primary")
                 protect_status = gr.Markdown()
                 protect_inputs = [selfie, strength, attack, seed, generator, remember]

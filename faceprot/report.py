@@ -104,7 +104,7 @@ def format_table(scores: Sequence[Score]) -> str:
 
 #: The transfer figure the caveats quote (BENCHMARKS.md: a mask made against dlib-resnet alone,
 #: scored by mobilefacenet, medium, 100 LFW people).
-UNSEEN_FIGURE = "a mask made against dlib alone hid only 23% of photos from MobileFaceNet"
+UNSEEN_FIGURE = "for example, a mask made against dlib alone hid only 23% of photos from MobileFaceNet"
 
 
 def unseen_caveat(scores: Iterable[Score]) -> str:
@@ -187,7 +187,8 @@ def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False) 
     never = [s for s in scores if s.role == "black-box"]
     unseen = [s for s in never if not _shares_weights(s)]
     hit = lambda group: sum(1 for s in group if s.match)  # noqa: E731
-    where = "your selfie, compared with its own protected copy" if selfie else photo
+    where = ("your selfie, compared with its own protected copy" if selfie
+             else f"{photo}, compared with its own protected copy")
     line = (f"On {where}: {hit(attacked)} of {len(attacked)} attacked and {hit(never)} of {len(never)} "
             f"never-attacked recognizers still match you.")
     lost = [s.evaluator for s in scores if s.match is None]

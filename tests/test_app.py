@@ -156,7 +156,8 @@ def test_apply_tab_protects_several_photos_and_zips_them(client, photos_manifest
     assert {r["evaluator"] for r in table} == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
     # one verdict line per protected photo, naming it
     for p in obama[1:3]:
-        assert re.search(rf"On {re.escape(Path(p).name)}: \d of 2 attacked and \d of 1 never-attacked", status)
+        assert re.search(rf"On {re.escape(Path(p).name)}, compared with its own protected copy: \d of 2 attacked "
+                         rf"and \d of 1 never-attacked", status)
     # the mask really changed both photos (the gallery shows the protected PNGs)
     from PIL import Image
 

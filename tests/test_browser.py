@@ -139,8 +139,8 @@ def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_
 def test_apply_the_example_mask_to_two_photos(page):
     page.get_by_role("tab", name="Apply my mask").click()
     page.get_by_text("Obama's mask on two photos").click()
-    page.get_by_text("On obama-1.jpg:").wait_for()
-    assert page.get_by_text("On obama-2.jpg:").is_visible()
+    page.get_by_text("On obama-1.jpg, compared with its own protected copy:").wait_for()
+    assert page.get_by_text("On obama-2.jpg, compared with its own protected copy:").is_visible()
     assert page.get_by_text("Mask applied to 2 of 2 photo(s).").is_visible()
     _phone_check(page, "apply")
 
