@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from cloak_protocol import SETTINGS, score_probe
-from faceprot.canonical import align, paste_back
+from faceprot.canonical import align, paste_back, to_pictures
 from faceprot.cloak.apply import apply_mask
 from faceprot.cloak.enroll import enroll
 from faceprot.cloak.focus import HighPassMask
@@ -34,9 +35,22 @@ def reuse_setting(key: str) -> tuple[int, float]:
 
 
 
+def _delta_levels(clean: np.ndarray, prot: np.ndarray, face) -> np.ndarray:
+    """(S, S, 3) float32 in 8-bit levels: what the protection changed in canonical space, as an
+    attacker who holds the two 8-bit photos measures it (align both, subtract). Kept in levels
+    and in this layout so that the delta correlation is computed exactly as the stored runs did."""
+    before, after = to_pictures(torch.cat([align(clean, face.transform), align(prot, face.transform)]))
+    return after.astype(np.float32) - before.astype(np.float32)
+
+
+def _as_delta(levels: np.ndarray) -> np.ndarray:
+    """(S, S, 3) levels -> (3, S, S) in the canonical units that paste_back takes."""
+    return levels.transpose(2, 0, 1) / 255
+
+
 def _canonical_delta(clean: np.ndarray, prot: np.ndarray, face) -> np.ndarray:
-    """(3, S, S) float32: what the protection changed in canonical space, in the canonical units."""
-    return (align(prot, face.transform) - align(clean, face.transform))[0].numpy()
+    """(3, S, S) float32 in canonical units: the attacker's estimate of the mask from one pair."""
+    return _as_delta(_delta_levels(clean, prot, face))
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,15 +80,15 @@ def mask_reuse(en, probes, p, entries, ids, gallery, settings=REUSE_SETTINGS) ->
         prot = [apply_mask(clean, en.mask, refine=refine, seed=k, strip_weight=strip).picture.rgb
                 for k, (_, clean, _) in enumerate(faces)]
         seconds = (time.perf_counter() - t) / len(faces)
-        ests = [_canonical_delta(clean, pr, f) for (_, clean, f), pr in zip(faces, prot)]
-        est = ests[0]  # the attacker's one pair: the first probe
+        ests = [_delta_levels(clean, pr, f) for (_, clean, f), pr in zip(faces, prot)]
+        est = _as_delta(ests[0])  # the attacker's one pair: the first probe
         corr = _corr(ests[0], ests[1])
         rows = []
         for k, ((i, _, f), pr) in enumerate(zip(faces, prot)):
             if k == 0:
                 continue
             attacked = paste_back(pr, f.transform, -est)
-            averaged = np.mean([e for j, e in enumerate(ests) if j != k], axis=0)
+            averaged = _as_delta(np.mean([e for j, e in enumerate(ests) if j != k], axis=0))
             rows.append({"probe": entries[i]["file"], "before": score_probe(pr, i, p["identity"], ids, gallery),
                          "after": score_probe(attacked, i, p["identity"], ids, gallery),
                          "averaged": score_probe(paste_back(pr, f.transform, -averaged), i, p["identity"], ids, gallery),
