@@ -45,6 +45,10 @@ DEFAULT_REUSE = {"refine0", "refine3-strip1", "refine10-strip1"}
 assert len(DEFAULT_REUSE) == len(REUSE_SETTINGS)
 
 
+# every benchmark smoke run takes seconds to minutes (and shares the gallery caches)
+pytestmark = pytest.mark.slow
+
+
 def _fresh_dir(run: str):
     out = RESULTS / "cloak" / run
     assert run.startswith("smoke-"), "smoke runs must stay git-ignored"

@@ -31,6 +31,10 @@ from faceprot.canonical import DLIB_CHIP_FROM_CANONICAL  # noqa: E402
 from faceprot.cloak import optimizer  # noqa: E402
 
 
+# every benchmark smoke run takes seconds to minutes (and shares the gallery caches)
+pytestmark = pytest.mark.slow
+
+
 def _lfw_subset(tmp_path, people: int, per_person: int = 99):
     """A faces folder of the first ``people`` LFW identities: links to ../shared and a manifest."""
     entries, keep = load_manifest("lfw"), []
@@ -135,7 +139,6 @@ def test_lfw_verification_writes_where_told(tmp_path, capsys):
     assert _unchanged(stored) == before
 
 
-@pytest.mark.slow
 def test_app_timing_measures_protect_from_click_to_verdict(tmp_path, capsys):
     """benchmarks/app_timing.py in a real browser: two protects of the example selfie, each timed
     from the click to the verdict line, written to the JSON it is told."""
@@ -153,7 +156,6 @@ def test_app_timing_measures_protect_from_click_to_verdict(tmp_path, capsys):
     assert "from the click to the verdict line" in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_strength_closeups_writes_each_strength_at_full_resolution(tmp_path, capsys):
     """benchmarks/strength_closeups.py: the same 100% square for the original and each preset, the
     stronger the preset the further from the original."""
