@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from .canonical import align, paste_back
@@ -91,16 +90,18 @@ class Protected:
         return encode_png(self.picture)
 
 
-def protect_faces(located: Located, edit: FaceEdit) -> Protected:
+def protect_faces(located: Located, edit: FaceEdit | torch.Tensor) -> Protected:
     """Run a method's edit on every chosen face and paste each delta back into the photo.
 
-    Faces are handled one after another on the photo as it is being protected, so where two
-    face regions overlap the second face is aligned from the already protected pixels.
+    ``edit`` is a function of the aligned face, or one fixed delta (3, S, S) for every face (a
+    universal mask as it is: then no face is aligned). Faces are handled one after another on
+    the photo as it is being protected, so where two face regions overlap the second face is
+    aligned from the already protected pixels.
     """
     out = located.picture.rgb
     deltas = []
     for i, f in enumerate(located.chosen):
-        d = edit(align(out, f.transform), i)
+        d = edit if isinstance(edit, torch.Tensor) else edit(align(out, f.transform), i)
         deltas.append(d)
         out = paste_back(out, f.transform, d)
     return Protected(located.picture.with_rgb(out), located.chosen, deltas, list(located.notices))

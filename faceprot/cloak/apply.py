@@ -76,7 +76,7 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection | Sequence[Face] = "l
         located = locate(photo, faces, detector)
     base = torch.from_numpy(mask.delta)
     if refine <= 0:
-        return protect_faces(located, lambda x, i: base)
+        return protect_faces(located, base)
     dev = resolve_device(device)
     models = [load_surrogate(n, dev) for n in mask.surrogates]
     alpha = float(mask.extra.get("alpha", mask.eps / 4))
