@@ -14,12 +14,17 @@ try:  # on a ZeroGPU Space `spaces` must be imported before torch initialises CU
 except ImportError:  # pragma: no cover - optional outside Spaces
     spaces = None
 
+import atexit
 import logging
-import tempfile
+import os
+import signal
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio_client import handle_file
 
 from faceprot import report
 from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
@@ -28,6 +33,7 @@ from faceprot.evaluators import compare_photos
 from faceprot.io import encode_png, load_image
 from faceprot.protect import changed_region, locate
 from faceprot.report import SCORE_HEADERS
+from faceprot.retention import Retention, describe_duration
 from faceprot.runtime import configure_threads
 
 configure_threads()
@@ -36,6 +42,66 @@ log = logging.getLogger("faceprot.app")
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 gr.set_static_paths(paths=[HERE / "BENCHMARKS.md"])  # the strength help links to it
+
+
+# ------------------------------------------------------------------------------------ in public
+
+
+def _env_number(name: str, default: float, kind=int):
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = kind(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} must be positive")
+    return value
+
+
+#: Events that run at once (the rest wait in the queue), and how many may wait.
+CONCURRENCY = _env_number("FACEPROT_CONCURRENCY", 1)
+QUEUE_SIZE = _env_number("FACEPROT_QUEUE_SIZE", 16)
+#: The largest upload accepted, in MB: phone photos are 2-12 MB, a mask file about 1 MB.
+MAX_UPLOAD_MB = _env_number("FACEPROT_MAX_UPLOAD_MB", 20, float)
+#: Side of the small copy that previews and validators decode (never used for protection).
+SMALL_COPY_PX = 1024
+
+# Every upload and result lives in this run's folder, deleted file by file after the TTL and as
+# a whole when the server stops; a new server deletes the folders of servers that are gone. The
+# lazily cached examples (the framework's example cache, outside that folder) are the exemption.
+EXAMPLE_CACHE = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ".gradio/cached_examples")).resolve()
+RETENTION = Retention(exempt=[EXAMPLE_CACHE])
+RETENTION.start()
+atexit.register(RETENTION.close)
+os.environ["GRADIO_TEMP_DIR"] = str(RETENTION.uploads)  # before any Blocks: uploads go there
+
+# ------------------------------------------------------------------------------------ ZeroGPU
+
+#: On a ZeroGPU Space (``spaces`` sets SPACES_ZERO_GPU) the models load at import and move to
+#: CUDA there, as ZeroGPU asks; CUDA itself is only real inside a ``spaces.GPU`` function.
+ON_ZEROGPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+#: The models a GPU protect uses, loaded once per process on a ZeroGPU Space.
+GPU_MODELS = ("dlib-resnet", "mobilefacenet", "arcface-r100", "arc2face")
+
+
+def _load_gpu_models(device: str = "cuda") -> dict[str, str]:
+    """Load every model a GPU protect uses onto ``device``, once, at import. Returns, for each
+    model that could not be loaded, why: its path then fails over to the CPU (arc2face to
+    augment) instead of failing the request."""
+    from faceprot.generators.arc2face import load_arc2face
+    from faceprot.recognizers import load_surrogate
+
+    failed = {}
+    for name in GPU_MODELS:
+        try:
+            load_arc2face(device) if name == "arc2face" else load_surrogate(name, device)
+        except Exception as e:  # no weights, no Hub, no CUDA: the request falls back, with a note
+            failed[name] = f"{type(e).__name__}: {e}"
+            log.warning("GPU model %s not loaded: %s", name, failed[name])
+    return failed
+
+
+GPU_MODELS_FAILED: dict[str, str] = _load_gpu_models() if ON_ZEROGPU else {}
 
 INTRO = """
 # faceprot
@@ -60,6 +126,16 @@ protects photos unlike that selfie less well. At the default strength the change
 close. Someone who has an original and a protected copy of one of your photos can partly undo a
 mask on your other photos. No cloak is a guarantee: treat it as making you harder to find, not
 impossible.
+"""
+
+PRIVACY = f"""
+**Privacy.** Your photos and everything made from them (protected copies, previews, mask files)
+are kept on this server only so that you can see and download them: in a temporary folder of
+this server run, where each file is **deleted {describe_duration(RETENTION.ttl)} after it was made**, and
+all of them when the server stops or restarts. They are not shared, not used for anything else, and
+no copy of your face is kept. The server's log keeps one line for each error, with the file name
+you uploaded. There is no tracking and no usage statistics. The results of the example photos
+below are kept, since everyone sees the same ones.
 """
 
 SURROGATE_CHOICES = {
@@ -109,14 +185,21 @@ class _Errors:
         self._last: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
-    def fail(self, request: gr.Request | None, tab: str, message: str):
-        """Log one line (no traceback: the user's mistake, not a crash) and raise it for gradio."""
+    def note(self, request: gr.Request | None, tab: str, message: str) -> None:
+        """Log one line (no traceback: the user's mistake, not a crash) and keep it for the
+        status line beside the button. ``request=None`` only logs."""
         log.warning("user error in %s: %s", tab, message)
+        if request is None:
+            return
         key = (getattr(request, "session_hash", None) or "", tab)
         with self._lock:
             if len(self._last) > 10_000:
                 self._last.clear()
             self._last[key] = message
+
+    def fail(self, request: gr.Request | None, tab: str, message: str):
+        """:meth:`note` it and raise it for gradio (a pop-up; API clients get it raised)."""
+        self.note(request, tab, message)
         raise gr.Error(message, print_exception=False)
 
     def take(self, request: gr.Request | None, tab: str) -> str:
@@ -136,7 +219,7 @@ def _named(message: str, path: str) -> str:
 
 
 def _out_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="faceprot-"))
+    return RETENTION.new_dir()
 
 
 def _table(rows: list[list], headers: list[str] = SCORE_HEADERS, shown: list[str] | None = None):
@@ -163,7 +246,7 @@ def preview(path: str | None, request: gr.Request = None, tab: str = "upload"):
     if not path:
         return None
     try:
-        pic = load_image(path)
+        pic = load_image(path, max_side=SMALL_COPY_PX)  # a small copy: only shown, never protected
     except FaceprotError as e:
         ERRORS.fail(request, tab, _named(str(e), path))
     out = _out_dir() / "preview.png"
@@ -197,46 +280,114 @@ def check(photo_a: str | None, photo_b: str | None, request: gr.Request = None, 
     return (verdict, *_table(report.score_rows(scores), shown=CHECK_COLUMNS))
 
 
+class _UserError(gr.Error):
+    """A user's mistake raised inside a GPU function. ZeroGPU hands gr.Error instances back
+    from its worker as they are (other exceptions become a bare "ZeroGPU worker error"), so
+    faceprot's sentence survives, and this class tells it apart from a GPU failure."""
+
+
 def _gpu(duration):
-    """``spaces.GPU`` with a duration estimate on a ZeroGPU Space; a no-op everywhere else."""
+    """``spaces.GPU`` with a duration estimated from each request on a Space; a no-op elsewhere."""
     if spaces is None:
         return lambda fn: fn
     return spaces.GPU(duration=duration)
 
 
-def _enroll_seconds(selfie, strength, surrogates, seed, generator, remember_me, *_, **__) -> int:
-    """ZeroGPU time to ask for: the views (Arc2Face: 8 images x 25 steps), CUDA's start and the
-    optimisation, detection and scoring. On an H200 the optimisation took 0.06 s an iteration
-    after a 4.6 s first call (BENCHMARKS.md, "The cloak on a GPU"); 1 s an iteration leaves room
-    for a smaller GPU slice."""
+def _enroll_seconds(selfie, strength, names, seed, generator, remember_me, *_, **__) -> int:
+    """ZeroGPU time to ask for, from this request: the views (Arc2Face: 8 images x 25 steps), CUDA's
+    start and the optimisation, detection and scoring. On an H200 the optimisation took 0.06 s an
+    iteration after a 4.6 s first call (BENCHMARKS.md, "The cloak on a GPU"); 1 s an iteration
+    leaves room for a smaller GPU slice."""
     iterations = PRESETS.get(strength, PRESETS["medium"])["iterations"]
     views = 40 if generator == "arc2face" else 5
     return int(views + 10 + iterations + 15)
 
 
+@dataclass
+class _Made:
+    """What one protect made, on CPU memory only (a ZeroGPU worker pickles it back)."""
+
+    located: object
+    mask: PersonalMask
+    maps: dict
+    n_views: int
+    seconds: float
+    protected: object
+    scores: list
+
+
+def _make_mask(selfie, strength, names, seed, generator, remember_me, device, progress) -> _Made:
+    """Read and detect the selfie once, enroll, apply, score. Raises FaceprotError."""
+    progress(0.0, desc="Reading the selfie")
+    located = locate(load_image(selfie), "largest")  # read and detected once, passed along
+    pic, face = located.picture, located.chosen[0]
+    result = enroll(pic, face=face, preset=strength, seed=int(seed or 0), generator=generator,
+                    surrogates=names, store_identity=bool(remember_me), device=device,
+                    progress=lambda f, m: progress(0.9 * f, desc=m))
+    progress(0.9, desc="Applying the mask to the selfie")
+    protected = apply_mask(located, result.mask, device=device)
+    progress(0.95, desc="Scoring before and after")
+    scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
+    return _Made(located, result.mask, result.teaching_maps(), len(result.views.images),
+                 result.seconds["total"], protected, scores)
+
+
 @_gpu(_enroll_seconds)
+def _make_mask_on_gpu(selfie, strength, names, seed, generator, remember_me, progress) -> _Made:
+    """The GPU path: CUDA exists only in here on ZeroGPU. A user's mistake comes back as _UserError."""
+    try:
+        return _make_mask(selfie, strength, names, seed, generator, remember_me, "cuda", progress)
+    except FaceprotError as e:
+        raise _UserError(str(e), print_exception=False) from None
+
+
+def _gpu_in_reach() -> bool:
+    """Whether a protect should try the GPU: on a ZeroGPU Space, or where CUDA is visible."""
+    if ON_ZEROGPU:
+        return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _why(e: Exception) -> str:
+    title = getattr(e, "title", None)
+    text = str(getattr(e, "message", "") or e)
+    return f"{title}: {text}" if title and title != "Error" else text or type(e).__name__
+
+
 def protect(selfie, strength, surrogates, seed, generator, remember_me, request: gr.Request = None,
             progress=gr.Progress()):
-    """Protect my face: one selfie in; verdict, scores, protected selfie, mask file and maps out."""
+    """Protect my face: one selfie in; verdict, scores, protected selfie, mask file and maps out.
+
+    Tries the GPU where there is one; a GPU error or an exhausted ZeroGPU quota falls back to the
+    CPU (Arc2Face views to augment views), and the verdict says so."""
     if not selfie:
         ERRORS.fail(request, "protect", "Please upload a selfie.")
     names = SURROGATE_CHOICES.get(surrogates)
     if names is None:
         ERRORS.fail(request, "protect", f"Unknown choice of recognizers to attack: {surrogates!r}; "
                                          f"choose {', '.join(SURROGATE_CHOICES)}.")
-    try:
-        progress(0.0, desc="Reading the selfie")
-        located = locate(load_image(selfie), "largest")  # read and detected once, passed along
-        pic, face = located.picture, located.chosen[0]
-        result = enroll(pic, face=face, preset=strength, seed=int(seed or 0), generator=generator,
-                        surrogates=names, store_identity=bool(remember_me),
-                        progress=lambda f, m: progress(0.9 * f, desc=m))
-        progress(0.9, desc="Applying the mask to the selfie")
-        protected = apply_mask(located, result.mask)
-        progress(0.95, desc="Scoring before and after")
-        scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
-    except FaceprotError as e:
-        ERRORS.fail(request, "protect", _named(str(e), selfie))
+    made, notes = None, []
+    if _gpu_in_reach():
+        try:
+            made = _make_mask_on_gpu(selfie, strength, names, seed, generator, remember_me, progress)
+        except _UserError as e:
+            ERRORS.fail(request, "protect", _named(e.message, selfie))
+        except Exception as e:  # quota, a worker error, CUDA out of memory: the CPU still works
+            log.warning("GPU protect failed, falling back to the CPU: %s", _why(e))
+            notes.append(f"The GPU was not available ({_why(e)}), so this mask was made on the CPU")
+    elif generator == "arc2face":
+        notes.append("Arc2Face views need a GPU and this server has none, so this mask was made on the CPU")
+    if made is None:
+        if generator == "arc2face":
+            generator = "augment"
+            notes[-1] += " from augment views (realistic edits of your selfie) instead of Arc2Face's"
+        try:
+            made = _make_mask(selfie, strength, names, seed, generator, remember_me, "cpu", progress)
+        except FaceprotError as e:
+            ERRORS.fail(request, "protect", _named(str(e), selfie))
+    pic, face, protected = made.located.picture, made.located.chosen[0], made.protected
     out = _out_dir()
     files = {k: out / v for k, v in report.selfie_output_names(selfie).items()}
     files["original"].write_bytes(encode_png(pic))
@@ -245,16 +396,19 @@ def protect(selfie, strength, surrogates, seed, generator, remember_me, request:
     x0, y0, x1, y1 = changed_region(pic, face)
     for key, rgb in (("face-original", pic.rgb), ("face-protected", protected.picture.rgb)):
         files[key].write_bytes(encode_png(rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
-    result.mask.save(files["mask"])
-    maps = [(img, name) for name, img in result.teaching_maps().items()]
-    m = result.mask
-    summary = report.mask_description(m, len(result.views.images), result.seconds["total"])
-    if m.identity:
+    made.mask.save(files["mask"])
+    maps = [(img, name) for name, img in made.maps.items()]
+    summary = report.mask_description(made.mask, made.n_views, made.seconds)
+    if made.mask.identity:
         summary += " " + report.IDENTITY_STORED
     if protected.notices:
         gr.Info(" ".join(protected.notices))
-    verdict = report.match_verdict(scores, Path(selfie).name, selfie=True)
-    return (verdict, *_table(report.score_rows(scores)),
+    verdict = report.match_verdict(made.scores, Path(selfie).name, selfie=True)
+    if notes:
+        note = ". ".join(notes) + "."
+        gr.Warning(note)
+        verdict = f"**Made on the CPU.** {note}\n\n{verdict}"
+    return (verdict, *_table(report.score_rows(made.scores)),
             (str(files["original"]), str(files["protected"])),
             (str(files["face-original"]), str(files["face-protected"])), str(files["mask"]), maps, summary)
 
@@ -302,7 +456,7 @@ def apply_tab(mask_file, photos, which, refine, request: gr.Request = None, prog
 # ------------------------------------------------------------------------------------ layout
 
 
-def _busy():
+def _busy(*_inputs):
     return gr.update(interactive=False), ""
 
 
@@ -313,9 +467,14 @@ def _done(tab: str):
     return done
 
 
-def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str):
+def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, validator=None):
     """Button disabled while its event runs; progress and the error, if any, shown beside it."""
-    run = button.click(_busy, None, [button, status], queue=False, api_name=False).then(
+    # The validator guards the first step (gradio runs validators as an event joins the queue, so
+    # this step is queued, with no concurrency limit: it never waits for a worker). A photo it
+    # refuses is marked on its input at once and nothing runs: the button stays usable. API
+    # clients call fn, whose own checks give the same sentences.
+    run = button.click(_busy, inputs, [button, status], api_name=False, validator=validator,
+                       concurrency_limit=None, show_progress="hidden").then(
         fn, inputs, outputs, api_name=api_name, show_progress_on=status)
     # the browser follows an event that failed with .failure listeners only, not .then ones
     for follow in (run.success, run.failure):
@@ -332,10 +491,78 @@ def _example(name: str) -> str:
     return str(EXAMPLES / name)
 
 
-with gr.Blocks(title="faceprot") as demo:
+#: Face photos that the API page shows in its examples (the face_recognition project's photos, the
+#: same as examples/; see examples/README.md), in place of gradio's sample PDF.
+API_EXAMPLE_PHOTOS = {
+    "selfie": "https://raw.githubusercontent.com/ageitgey/face_recognition/master/examples/obama.jpg",
+    "photo": "https://raw.githubusercontent.com/ageitgey/face_recognition/master/examples/obama2.jpg",
+    "other": "https://raw.githubusercontent.com/ageitgey/face_recognition/master/examples/biden.jpg",
+}
+
+
+#: The mask file's example: the example selfie's mask, where a clone of the project has it.
+API_EXAMPLE_MASK = "examples/obama-selfie.faceprot"
+
+
+class PhotoFile(gr.File):
+    """A gr.File whose example on the API page is a face photo (or, for the mask input, the example
+    mask). ``is_template`` makes the page draw it with gradio's own File component."""
+
+    is_template = True
+
+    def __init__(self, *args, api_example: str = "selfie", **kwargs):
+        self._api_example = API_EXAMPLE_PHOTOS.get(api_example, api_example)
+        super().__init__(*args, **kwargs)
+
+    def example_payload(self):
+        if self._api_example.startswith("https://"):
+            one = handle_file(self._api_example)
+        else:  # a path relative to the project, which need not exist where the server runs
+            one = {"path": self._api_example, "meta": {"_type": "gradio.FileData"}}
+        return one if self.file_count == "single" else [one]
+
+    def example_value(self):
+        return self._api_example if self.file_count == "single" else [self._api_example]
+
+
+def _unreadable(tab: str, path: str | None, label: str = "") -> dict:
+    """One input's validation: readable, judged on a small copy (fast, so a bad file is turned
+    away at once and waits for nobody in the queue). The message is the handler's own sentence,
+    shown on the input."""
+    if path:
+        try:
+            load_image(path, max_side=SMALL_COPY_PX)
+        except FaceprotError as e:
+            message = (f"{label}, " if label else "") + _named(str(e), path)
+            ERRORS.note(None, tab, message)  # logged; the page shows it on the input
+            return gr.validate(False, message)
+    return gr.validate(True, "")  # a missing input: the handler says what is missing
+
+
+def validate_protect(selfie, strength, surrogates, seed, generator, remember_me):
+    return [_unreadable("protect", selfie)] + [gr.validate(True, "")] * 5
+
+
+def validate_apply(mask_file, photos, which, refine):
+    """Several photos: refused only when none can be read. One bad photo among good ones is
+    reported after the good ones are protected, so nothing is lost."""
+    checks = [_unreadable("apply", p) for p in (photos or [])]
+    if checks and not any(c["is_valid"] for c in checks):
+        message = "No photo could be protected. " + " ".join(c["message"] for c in checks)
+        return [gr.validate(True, ""), gr.validate(False, message), gr.validate(True, ""), gr.validate(True, "")]
+    return [gr.validate(True, "")] * 4
+
+
+def validate_check(photo_a, photo_b):
+    return [_unreadable("check", photo_a, "Photo A"), _unreadable("check", photo_b, "Photo B")]
+
+
+with gr.Blocks(title="faceprot", analytics_enabled=False,
+               delete_cache=(max(1, round(RETENTION.frequency)), max(1, round(RETENTION.ttl)))) as demo:
     gr.Markdown(INTRO)
     with gr.Accordion("What this can and cannot do", open=False):
         gr.Markdown(LIMITS + "\n\n" + report.recognizers_note())
+    gr.Markdown(PRIVACY, elem_id="privacy")
 
     with gr.Tab("Protect my face"):
         # outputs first (not yet shown), so that the examples can sit beside the upload
@@ -354,7 +581,7 @@ with gr.Blocks(title="faceprot") as demo:
                           render=False)
         with gr.Row():
             with gr.Column():
-                selfie = gr.File(label="Your selfie (any photo format)", type="filepath")
+                selfie = PhotoFile(label="Your selfie (any photo format)", type="filepath")
                 selfie_view = gr.Image(label="Your selfie as faceprot reads it", interactive=False,
                                        format="png", height=240)
                 strength = gr.Radio(list(PRESETS), value="medium", label="Strength",
@@ -393,7 +620,8 @@ with gr.Blocks(title="faceprot") as demo:
                 for look in ("original", *PRESETS):
                     gr.Image(str(EXAMPLES / "strengths" / f"{look}.png"), label=look, interactive=False,
                              format="png", height=200)
-        _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect")
+        _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect",
+              validator=validate_protect)
         shown = selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
                               show_progress_on=protect_status)
         shown.failure(_done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
@@ -412,8 +640,8 @@ with gr.Blocks(title="faceprot") as demo:
         download = gr.File(label="Download (a zip when there are several)", render=False)
         with gr.Row():
             with gr.Column():
-                mask_in = gr.File(label="Your mask file (.faceprot)", type="filepath")
-                photos_in = gr.File(label="Photos", file_count="multiple", type="filepath")
+                mask_in = PhotoFile(label="Your mask file (.faceprot)", type="filepath", api_example=API_EXAMPLE_MASK)
+                photos_in = PhotoFile(label="Photos", file_count="multiple", type="filepath", api_example="photo")
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with 'Store my face embedding' ticked "
                                       "(Protect my face, More settings).")
@@ -434,7 +662,8 @@ with gr.Blocks(title="faceprot") as demo:
             with gr.Column():
                 for c in apply_outputs:
                     c.render()
-        _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply")
+        _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply",
+              validator=validate_apply)
 
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
@@ -446,10 +675,10 @@ with gr.Blocks(title="faceprot") as demo:
         check_outputs = [check_verdict, check_table, check_records]
         with gr.Row():
             with gr.Column():
-                photo_a = gr.File(label="Photo A", type="filepath")
+                photo_a = PhotoFile(label="Photo A", type="filepath", api_example="photo")
                 view_a = gr.Image(label="Photo A as faceprot reads it", interactive=False, format="png", height=200)
             with gr.Column():
-                photo_b = gr.File(label="Photo B", type="filepath")
+                photo_b = PhotoFile(label="Photo B", type="filepath", api_example="other")
                 view_b = gr.Image(label="Photo B as faceprot reads it", interactive=False, format="png", height=200)
         check_btn = gr.Button("Compare", variant="primary")
         check_status = gr.Markdown()
@@ -460,13 +689,26 @@ with gr.Blocks(title="faceprot") as demo:
                     example_labels=["Two photos of Obama", "Obama and Biden"])
         for c in check_outputs:
             c.render()
-        _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check")
+        _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check",
+              validator=validate_check)
         for photo, view in ((photo_a, view_a), (photo_b, view_b)):
             shown = photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status)
             shown.failure(_done("check"), None, [check_btn, check_status], queue=False, api_name=False)
             shown.success(lambda: "", None, check_status, queue=False, api_name=False)
 
 
+def serve(**launch_kwargs):
+    """Queue and launch the demo as it runs in public: a bounded queue, an upload cap, no
+    monitoring page or usage statistics, and the retention sweeper running."""
+    RETENTION.start_sweeper()
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    settings = dict(max_file_size=f"{MAX_UPLOAD_MB:g}mb", enable_monitoring=False,
+                    footer_links=["api", "gradio"])
+    return demo.launch(**{**settings, **launch_kwargs})
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    demo.queue(default_concurrency_limit=1).launch()
+    # a Space stops its container with SIGTERM: exit cleanly, so that this run's files are deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve()

@@ -73,7 +73,7 @@ class Picture:
 # --------------------------------------------------------------------------------------- loading
 
 
-def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Picture:
     """Decode a photo into an upright :class:`Picture`.
 
     Args:
@@ -81,6 +81,10 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pic
             or a uint8 numpy array ``(H, W)`` (grey), ``(H, W, 3)`` (RGB) or ``(H, W, 4)`` (RGBA).
         max_pixels: pictures with more pixels than this are refused from their header, before any
             pixel is decoded (50 MP by default; a 50 MP RGB photo already takes 150 MB as an array).
+        max_side: when given, a small copy: a JPEG is decoded at a reduced scale (cheap, and
+            still read to its end, so a truncated file is still refused) and any picture is then
+            shrunk to at most this many pixels on its longer side. For previews and validation,
+            never for protection.
 
     Returns:
         a :class:`Picture` whose ``rgb`` is ``(H, W, 3)`` uint8 after the EXIF orientation is applied.
@@ -109,7 +113,11 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pic
         with im:
             # Image.open only parsed the header: refuse oversized pictures before decoding.
             _check_pixels(im.size, max_pixels, name)
-            return _decode(im, name, reopen=opener)
+            if max_side is None:
+                return _decode(im, name, reopen=opener)
+            if im.format == "JPEG":
+                im.draft(im.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale
+            return _shrunk(_decode(im, name, reopen=None), max_side)
 
 
 def _read_source(src: object) -> tuple[str, Path | bytes]:
@@ -290,6 +298,18 @@ def _decode(im: Image.Image, name: str, reopen: Callable[[], Image.Image] | None
         notices.append(f"{name} is animated; only its first frame is used.")
     rgb, alpha = _upright(rgb, alpha, orientation)
     return Picture(rgb=rgb, alpha=alpha, icc_profile=icc, format=fmt or "PIL", notices=notices)
+
+
+def _shrunk(pic: Picture, max_side: int) -> Picture:
+    """``pic`` with its longer side at most ``max_side`` (area-averaged, alpha alike)."""
+    h, w = pic.rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return pic
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    rgb = np.asarray(Image.fromarray(pic.rgb).resize(size, Image.Resampling.BOX))
+    alpha = None if pic.alpha is None else np.asarray(Image.fromarray(pic.alpha).resize(size, Image.Resampling.BOX))
+    return dataclasses.replace(pic, rgb=rgb, alpha=alpha, notices=list(pic.notices))
 
 
 def _orientation(im: Image.Image) -> int:

@@ -51,6 +51,10 @@ def load_manifest(folder: str) -> list[dict]:
 # .gradio/cached_examples (a stale cache would show outputs of older code).
 os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="faceprot-examples-cache-"))
 
+# Uploads and results of the app go to a fresh folder per test process: a server that starts
+# deletes the folders of servers that are gone, and must never see another worker's as gone.
+os.environ.setdefault("FACEPROT_DATA_DIR", tempfile.mkdtemp(prefix="faceprot-data-"))
+
 # The models in ../shared stand in for Hub downloads: point the registry's local mirror at them.
 if "FACEPROT_MODEL_DIR" not in os.environ and SHARED_MODELS.is_dir():
     os.environ["FACEPROT_MODEL_DIR"] = str(SHARED_MODELS)
@@ -80,8 +84,7 @@ def app_url():
     pytest.importorskip("gradio")
     import app
 
-    app.demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True)
+    app.serve(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield app.demo.local_url
     finally:

@@ -46,6 +46,31 @@ def test_requirements_are_pinned_and_the_space_uses_python_311():
     assert f"sdk_version: {gradio_pin.split('==')[1]}" in front
 
 
+def test_the_space_preloads_every_hub_file_the_registry_lists():
+    """A ZeroGPU Space cannot wait for a 4 GB download inside a GPU call: every Hub file that a
+    GPU path loads (Arc2Face, ArcFace R100, SD 1.5's parts, SCRFD, the CelebA-HQ DDPM) is in
+    ``preload_from_hub``, with nothing there that the registry does not list; and the packages
+    that load them are pinned."""
+    import yaml
+
+    from faceprot.registry import MODELS
+
+    front = yaml.safe_load((ROOT / "README.md").read_text().split("---")[1])
+    preloaded: dict[str, set[str]] = {}
+    for line in front["preload_from_hub"]:
+        repo, files = line.split()
+        preloaded.setdefault(repo, set()).update(files.split(","))
+    wanted: dict[str, set[str]] = {}
+    for e in MODELS.values():
+        if e.repo_id:
+            wanted.setdefault(e.repo_id, set()).update(f.filename for f in e.files)
+    assert "google/ddpm-ema-celebahq-256" in wanted
+    assert preloaded == wanted
+    reqs = (ROOT / "requirements.txt").read_text()
+    for package in ("huggingface-hub", "diffusers", "transformers", "spaces", "gradio"):
+        assert re.search(rf"^{package}==", reqs, flags=re.M), package
+
+
 def test_core_package_imports_without_gradio():
     import subprocess
     import sys
