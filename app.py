@@ -504,25 +504,20 @@ API_EXAMPLE_PHOTOS = {
 API_EXAMPLE_MASK = "examples/obama-selfie.faceprot"
 
 
-class PhotoFile(gr.File):
-    """A gr.File whose example on the API page is a face photo (or, for the mask input, the example
-    mask). ``is_template`` makes the page draw it with gradio's own File component."""
-
-    is_template = True
-
-    def __init__(self, *args, api_example: str = "selfie", **kwargs):
-        self._api_example = API_EXAMPLE_PHOTOS.get(api_example, api_example)
-        super().__init__(*args, **kwargs)
-
-    def example_payload(self):
-        if self._api_example.startswith("https://"):
-            one = handle_file(self._api_example)
+def _api_example(component: gr.File, example: str) -> gr.File:
+    """Make ``example`` (a face photo's URL, or a path inside the project) the file the API page
+    shows for ``component``, in place of gradio's sample PDF. Set on the instance: a subclass of a
+    gradio component would make gradio write a type-stub file beside this one at every import."""
+    def payload():
+        if example.startswith("https://"):
+            one = handle_file(example)
         else:  # a path relative to the project, which need not exist where the server runs
-            one = {"path": self._api_example, "meta": {"_type": "gradio.FileData"}}
-        return one if self.file_count == "single" else [one]
+            one = {"path": example, "meta": {"_type": "gradio.FileData"}}
+        return one if component.file_count == "single" else [one]
 
-    def example_value(self):
-        return self._api_example if self.file_count == "single" else [self._api_example]
+    component.example_payload = payload
+    component.example_value = lambda: example if component.file_count == "single" else [example]
+    return component
 
 
 def _unreadable(tab: str, path: str | None, label: str = "") -> dict:
@@ -581,7 +576,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                           render=False)
         with gr.Row():
             with gr.Column():
-                selfie = PhotoFile(label="Your selfie (any photo format)", type="filepath")
+                selfie = _api_example(gr.File(label="Your selfie (any photo format)", type="filepath"),
+                                      API_EXAMPLE_PHOTOS["selfie"])
                 selfie_view = gr.Image(label="Your selfie as faceprot reads it", interactive=False,
                                        format="png", height=240)
                 strength = gr.Radio(list(PRESETS), value="medium", label="Strength",
@@ -640,8 +636,9 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         download = gr.File(label="Download (a zip when there are several)", render=False)
         with gr.Row():
             with gr.Column():
-                mask_in = PhotoFile(label="Your mask file (.faceprot)", type="filepath", api_example=API_EXAMPLE_MASK)
-                photos_in = PhotoFile(label="Photos", file_count="multiple", type="filepath", api_example="photo")
+                mask_in = _api_example(gr.File(label="Your mask file (.faceprot)", type="filepath"), API_EXAMPLE_MASK)
+                photos_in = _api_example(gr.File(label="Photos", file_count="multiple", type="filepath"),
+                                         API_EXAMPLE_PHOTOS["photo"])
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with 'Store my face embedding' ticked "
                                       "(Protect my face, More settings).")
@@ -675,10 +672,10 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         check_outputs = [check_verdict, check_table, check_records]
         with gr.Row():
             with gr.Column():
-                photo_a = PhotoFile(label="Photo A", type="filepath", api_example="photo")
+                photo_a = _api_example(gr.File(label="Photo A", type="filepath"), API_EXAMPLE_PHOTOS["photo"])
                 view_a = gr.Image(label="Photo A as faceprot reads it", interactive=False, format="png", height=200)
             with gr.Column():
-                photo_b = PhotoFile(label="Photo B", type="filepath", api_example="other")
+                photo_b = _api_example(gr.File(label="Photo B", type="filepath"), API_EXAMPLE_PHOTOS["other"])
                 view_b = gr.Image(label="Photo B as faceprot reads it", interactive=False, format="png", height=200)
         check_btn = gr.Button("Compare", variant="primary")
         check_status = gr.Markdown()
