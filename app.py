@@ -84,10 +84,12 @@ ON_ZEROGPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").strip(
 GPU_MODELS = ("dlib-resnet", "mobilefacenet", "arcface-r100", "arc2face")
 
 
-def _load_gpu_models(device: str = "cuda") -> dict[str, str]:
+def _load_gpu_models(device: str = "cuda:0") -> dict[str, str]:
     """Load every model a GPU protect uses onto ``device``, once, at import. Returns, for each
     model that could not be loaded, why: its path then fails over to the CPU (arc2face to
-    augment) instead of failing the request."""
+    augment) instead of failing the request. The device is named with its index, so that
+    nothing asks CUDA which device is current outside a GPU function; inside one, "cuda" finds
+    these same models (the caches key on "cuda:0")."""
     from faceprot.generators.arc2face import load_arc2face
     from faceprot.recognizers import load_surrogate
 
@@ -129,10 +131,10 @@ impossible.
 """
 
 PRIVACY = f"""
-**Privacy.** Your photos and everything made from them (protected copies, previews, mask files)
-are kept on this server only so that you can see and download them: in a temporary folder of
-this server run, where each file is **deleted {describe_duration(RETENTION.ttl)} after it was made**, and
-all of them when the server stops or restarts. They are not shared, not used for anything else, and
+Your photos and everything made from them (protected copies, previews, mask files) are kept on
+this server only so that you can see and download them: in a temporary folder of this server
+run, where each file is **deleted {describe_duration(RETENTION.ttl)} after it was made**, and all
+of them when the server stops or restarts. They are not shared, not used for anything else, and
 no copy of your face is kept. The server's log keeps one line for each error, with the file name
 you uploaded. There is no tracking and no usage statistics. The results of the example photos
 below are kept, since everyone sees the same ones.
@@ -557,7 +559,9 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
     gr.Markdown(INTRO)
     with gr.Accordion("What this can and cannot do", open=False):
         gr.Markdown(LIMITS + "\n\n" + report.recognizers_note())
-    gr.Markdown(PRIVACY, elem_id="privacy")
+    with gr.Accordion(f"Privacy: your photos and results are deleted {describe_duration(RETENTION.ttl)} "
+                      "after they are made", open=False, elem_id="privacy"):
+        gr.Markdown(PRIVACY)
 
     with gr.Tab("Protect my face"):
         # outputs first (not yet shown), so that the examples can sit beside the upload
