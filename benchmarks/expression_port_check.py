@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--faces", type=int, default=100)
     c = sub.add_parser("crops", help="faceprot's environment: the two models' agreement per crop side")
     c.add_argument("--faces", type=int, default=150)
+    c.add_argument("--json", type=Path, default=HERE / "results" / "expression_crops.json")
     b = sub.add_parser("compare", help="reference venv: Keras / TFLite on the same inputs")
     b.add_argument("inputs", type=Path)
     b.add_argument("--tflite", type=Path)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "crops":
         report = crops(args.faces)
         print(json.dumps(report, indent=2))
-        (HERE / "results" / "expression_crops.json").write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     report = compare(args.inputs, args.tflite, args.fixture, args.fixture_count)
     print(json.dumps(report, indent=2))

@@ -7,6 +7,7 @@ same HDF5 files) gave for them; benchmarks/expression_port_check.py wrote it (BE
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,28 @@ def test_a_file_that_is_not_a_keras_model_is_refused(tmp_path):
         f["x"] = np.zeros(3)
     with pytest.raises(ModelUnavailableError, match="not a Keras HDF5 model"):
         KerasGraph(path)
+
+
+@pytest.mark.slow
+def test_port_check_benchmark_dumps_and_sweeps_crops(tmp_path):
+    """benchmarks/expression_port_check.py's faceprot-side steps, on a few real faces (the
+    compare step needs the separate Keras/TFLite venv; BENCHMARKS.md has its run)."""
+    import sys
+
+    from conftest import ROOT
+
+    shared_path("assets", "faces", "lfw")
+    _model("expression-heldout")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import expression_port_check as bench
+
+    out = tmp_path / "inputs.npz"
+    assert bench.main(["dump", str(out), "--faces", "4"]) == 0
+    d = np.load(out)
+    assert d["input_expression"].shape == (4, 64, 64) and d["input_expression-heldout"].shape == (4, 48, 48)
+    with torch.no_grad():
+        again = torch.softmax(load_expression_model().net(torch.from_numpy(d["input_expression"])[:, None]), 1)
+    np.testing.assert_allclose(d["ours_expression"], again.numpy(), atol=1e-6)
+    assert bench.main(["crops", "--faces", "4", "--json", str(tmp_path / "crops.json")]) == 0
+    report = json.loads((tmp_path / "crops.json").read_text())
+    assert report["faces"] == 4 and "side 192 at (36, 56)" in report
