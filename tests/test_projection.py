@@ -8,6 +8,17 @@ import pytest
 import torch
 
 from faceprot.disguise import GradientProjector, project_conflicting, vaccinate
+from faceprot.runtime import default_threads
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """faceprot's thread count (1 on 2 cores): small torch ops on 2 busy cores ran 100x slower with 2."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(default_threads())
+    yield
+    torch.set_num_threads(before)
+
 
 # The toy problem in the spirit of MAP's Figure 3 (and PCGrad's): the identity loss is a steep,
 # narrow valley (curvature 20 across it, 2 along it) around (3, 0); the expression loss a gentle
