@@ -11,16 +11,9 @@ import torch
 
 from conftest import ROOT
 from faceprot.disguise.laplacian import CONTOURS, laplacian, laplacian_loss, neighbours
-from faceprot.runtime import default_threads
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """faceprot's thread count (1 on 2 cores): small torch ops on 2 busy cores ran 100x slower with 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faceprot_threads")
 
 
 BROWS = list(range(17, 27))

@@ -8,16 +8,9 @@ import pytest
 import torch
 
 from faceprot.disguise import GradientProjector, project_conflicting, vaccinate
-from faceprot.runtime import default_threads
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """faceprot's thread count (1 on 2 cores): small torch ops on 2 busy cores ran 100x slower with 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faceprot_threads")
 
 
 # The toy problem in the spirit of MAP's Figure 3 (and PCGrad's): the identity loss is a steep,
