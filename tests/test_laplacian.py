@@ -137,3 +137,12 @@ def test_without_the_laplacian_term_the_brows_erode(lfw_manifest):
     assert float(raise_inner_brows(with_term)) < 0.02 * start  # the expression objective still gets there
     rise_without, rise_with = numbers["brow mean rise"]
     assert rise_with > 2.5 * rise_without  # the whole brow rose, not just its two inner points
+
+
+def test_docstring_example_runs():
+    import doctest
+    import importlib
+
+    # by name: the package's attribute `laplacian` is the function, which hides the module
+    result = doctest.testmod(importlib.import_module("faceprot.disguise.laplacian"))
+    assert result.attempted >= 2 and result.failed == 0

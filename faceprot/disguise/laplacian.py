@@ -69,6 +69,14 @@ def laplacian(points: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 68, 2), same dtype and device. Unchanged by a translation of all points (or of one
         contour), scaled and rotated with them.
+
+    Example::
+
+        >>> p = torch.rand(2, 68, 2)
+        >>> laplacian(p).shape
+        torch.Size([2, 68, 2])
+        >>> bool(torch.allclose(laplacian(p + torch.tensor([5.0, -3.0])), laplacian(p), atol=1e-5))
+        True
     """
     if points.shape[-2:] != (68, 2):
         raise ValueError(f"expected (..., 68, 2) landmarks, got {tuple(points.shape)}")

@@ -114,14 +114,15 @@ class GradientProjector:
     Args:
         mode: ``"sum"`` (naive, ``g_a + g_e``), ``"pcgrad"`` or ``"gradvac"``.
         ema: GradVac's beta: after each step the target becomes ``(1 - ema) target + ema phi``
-            (the observed cosine phi; not updated where phi is undefined). 0.01 as in Wang et al. 2021.
-        initial_target: GradVac's target before any step (0, as in the paper: at first it acts as
-            PCGrad, which projects conflicting gradients to cosine 0).
+            (the observed cosine phi; not updated where phi is undefined).
+        initial_target: GradVac's target before any step. At 0 GradVac starts as PCGrad, which
+            projects conflicting gradients to cosine 0.
         per_group: a list of gradients is projected tensor by tensor (each with its own target), not
             as one concatenated vector.
 
     Call with ``(g_a, g_e)`` (descent gradients, module docstring); returns ``(d, records)``, ``d``
-    shaped as the inputs and ``records`` one :class:`ProjectionRecord` per group.
+    shaped as the inputs (no autograd history) and ``records`` one :class:`ProjectionRecord` per
+    group.
 
     GradVac step, per group: phi = cos(g_a, g_e); where phi < target, ``g_a' = vaccinate(g_a, g_e)``
     and ``g_e' = vaccinate(g_e, g_a)`` (both from the originals), else ``g_a' = g_a``, ``g_e' = g_e``;
@@ -134,6 +135,15 @@ class GradientProjector:
     for ``g_e``. With T >= 0 it is negative only when alpha - beta > 90 degrees, for the larger
     gradient's objective; with T < 0, for the smaller one's, as with the plain sum (which is what
     GradVac keeps where phi >= T, and which raises the smaller objective where they conflict enough).
+
+    Example::
+
+        >>> projector = GradientProjector("gradvac")
+        >>> d, (record,) = projector(torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0]))
+        >>> d, record.conflict, record.adjusted, record.fallback
+        (tensor([0.5000, 1.5000]), True, True, False)
+        >>> round(projector.target(), 4)  # 0.99 * 0 + 0.01 * cos(135 degrees)
+        -0.0071
     """
 
     def __init__(self, mode: str = "gradvac", ema: float = 0.01, initial_target: float = 0.0,
