@@ -132,9 +132,10 @@ class GradientProjector:
 
     When the fallback happens: after an adjustment (phi = cos alpha < T = cos beta),
     ``g_a . d = (|g_a| sin alpha / sin beta) (|g_a| cos(alpha - beta) + |g_e| T)``, and symmetrically
-    for ``g_e``. With T >= 0 it is negative only when alpha - beta > 90 degrees, for the larger
-    gradient's objective; with T < 0, for the smaller one's, as with the plain sum (which is what
-    GradVac keeps where phi >= T, and which raises the smaller objective where they conflict enough).
+    for ``g_e``. It is negative exactly when ``|g_a| cos(alpha - beta) < -|g_e| T``: with T >= 0 only
+    past alpha - beta > 90 degrees and for a large enough ``|g_a|``; with T < 0 for a small enough
+    ``|g_a|``, as with the plain sum (which GradVac keeps where phi >= T, and which raises the
+    smaller gradient's objective where they conflict enough).
 
     Example::
 
