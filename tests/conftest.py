@@ -70,6 +70,20 @@ def photos_manifest() -> list[dict]:
     return load_manifest("photos")
 
 
+@pytest.fixture
+def faceprot_threads():
+    """torch at faceprot's own thread count for the test (1 on 2 cores: many small ops on 2 busy
+    cores ran 5 to 100 times slower with 2 threads), restored afterwards."""
+    import torch
+
+    from faceprot.runtime import default_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(default_threads())
+    yield
+    torch.set_num_threads(before)
+
+
 def free_port() -> int:
     import socket
 

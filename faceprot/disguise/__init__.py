@@ -1,0 +1,15 @@
+"""The emotion disguise (MAP, FACTS.md section 7): edit a face's expression so that face recognition
+no longer matches it. The diffusion engine is not built yet; what exists are its two optimisation
+pieces:
+
+* :mod:`.projection`: :class:`GradientProjector`, which combines the identity and expression
+  gradients (sum, PCGrad or GradVac) so that neither objective undoes the other;
+* :mod:`.laplacian`: the Laplacian smoothness term on the 68 landmarks, which keeps each facial
+  contour's shape while the expression changes.
+"""
+
+from .laplacian import CONTOURS, laplacian, laplacian_loss
+from .projection import GradientProjector, ProjectionRecord, project_conflicting, vaccinate
+
+__all__ = ["GradientProjector", "ProjectionRecord", "project_conflicting", "vaccinate",
+           "CONTOURS", "laplacian", "laplacian_loss"]
