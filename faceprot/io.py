@@ -149,18 +149,24 @@ def _opener(source: Path | bytes) -> Callable[[], ImageFile.ImageFile]:
             "package: install it with `pip install pillow-heif`, or convert the photo to JPEG or PNG"
         )
     if isinstance(source, Path):
-        return lambda: Image.open(source)
+        # Decode the file's bytes, not the file by name: Pillow memory-maps an uncompressed file
+        # opened by name, and on that path (Pillow 12.3) an uncompressed TIFF skips its EXIF
+        # orientation, so the same picture loaded turned from bytes and on its side from a path.
+        source = _read_all(source)
     return lambda: Image.open(io.BytesIO(source))
 
 
 def _head(source: Path | bytes) -> bytes:
-    if isinstance(source, Path):
-        try:
-            with source.open("rb") as f:
-                return f.read(32)
-        except OSError as e:
-            raise ImageInputError(f"Could not read the image file {source}: {e.strerror or e}") from None
-    return source[:32]
+    return _read_all(source, 32) if isinstance(source, Path) else source[:32]
+
+
+def _read_all(path: Path, limit: int = -1) -> bytes:
+    """The file's bytes (the first ``limit`` of them when given), or a message saying why not."""
+    try:
+        with path.open("rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise ImageInputError(f"Could not read the image file {path}: {e.strerror or e}") from None
 
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}

@@ -426,6 +426,23 @@ def test_exif_orientation_of_a_real_jpeg_matches_pillow(orientation):
     assert np.array_equal(pic.rgb, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK"])
+def test_exif_orientation_of_an_uncompressed_tiff_file_is_applied(mode, tmp_path):
+    """An uncompressed TIFF read from a path turns as its orientation tag says, as from bytes.
+
+    Found by tests/test_fuzz.py (make_case(14, 0), a palette TIFF with orientation 5): Pillow
+    memory-maps an uncompressed file opened by name, and that way skips the TIFF's orientation."""
+    stored = Image.fromarray(_noise(3, 5)).convert(mode)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    path = tmp_path / "scan.tif"
+    stored.save(path, exif=exif, compression="raw")
+    from_path, from_bytes = load_image(path), load_image(path.read_bytes())
+    assert from_path.size == from_bytes.size == (3, 5)
+    assert np.array_equal(from_path.rgb, from_bytes.rgb)
+    assert np.array_equal(from_path.rgb, np.asarray(stored.convert("RGB").transpose(Image.Transpose.ROTATE_270)))
+
+
 # ------------------------------------------------------------------------------ formats, sources
 
 
