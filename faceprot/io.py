@@ -317,7 +317,8 @@ def _upright(rgb: np.ndarray, alpha: np.ndarray | None, orientation: int) -> tup
     upright = np.asarray(im)
     if alpha is None:
         return upright, None
-    return np.ascontiguousarray(upright[..., :3]), np.ascontiguousarray(upright[..., 3])
+    # copies, not np.ascontiguousarray: that keeps a 1-pixel picture's RGBA strides (see faces.packed)
+    return upright[..., :3].copy(), upright[..., 3].copy()
 
 
 _SIXTEEN_BIT_NOTICE = (
