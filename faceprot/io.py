@@ -352,7 +352,11 @@ def _colour_and_alpha(
         return colour, (_scale16(samples[..., 3]) if mode == "RGBA" else None)
     if mode == "F":  # Pillow's own F -> L conversion truncates; round instead
         notices.append("32-bit float grey values were rounded and clipped to 0-255.")
-        return Image.fromarray(np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)), None
+        values = np.asarray(im)
+        if np.isnan(values).any():  # NaN has no uint8 value (numpy's cast is undefined): black
+            notices.append("Grey values that were not numbers (NaN) were shown as black.")
+            values = np.nan_to_num(values, nan=0.0)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)), None
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in im.info or (im.palette and im.palette.mode == "RGBA")
         im = im.convert("RGBA" if has_alpha else "RGB")

@@ -325,6 +325,19 @@ def test_32bit_int_and_float_greyscale():
     assert list(pic.rgb[0, :, 0]) == [0, 100, 255]
 
 
+def test_float_grey_nan_and_infinity_become_black_and_white(tmp_path):
+    """NaN and infinities are valid samples of a float TIFF. Found by tests/test_fuzz.py (seed
+    1014): NaN went through numpy's undefined float -> uint8 cast (a RuntimeWarning, and on some
+    machines any value); it is now black, with a notice."""
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([[np.nan, np.inf, -np.inf, 99.6]], np.float32)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pic = load_image(path)
+    assert list(pic.rgb[0, :, 0]) == [0, 255, 0, 100]
+    assert any("NaN" in n for n in pic.notices)
+
+
 def test_tiff_and_bmp_load():
     rgb = _noise(6, 5)
     for fmt in ("TIFF", "BMP"):
