@@ -25,6 +25,7 @@ import hashlib
 import io
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,7 +223,6 @@ def _encode(rng: np.random.Generator, rgb: np.ndarray, fmt: str, mode: str, orie
     elif fmt == "HEIF":
         options["quality"] = int(rng.integers(10, 90))
     elif fmt == "PNG" and mode == "I":
-        import warnings
 
         with warnings.catch_warnings():  # Pillow 12 deprecates saving mode I as PNG; it still works
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -325,8 +325,20 @@ def _library(case: Case, path: Path, problems: list[str]) -> str:
     """Run ``load_image`` (from the path and from the bytes) and ``find_faces`` on one case.
 
     Returns the outcome the app must agree with: "refused", "no face" or "face"; "" when the case
-    already failed (the problem is appended to ``problems``).
+    already failed (the problem is appended to ``problems``). A RuntimeWarning raised in
+    faceprot's own code (numpy's invalid casts, overflows) counts as a failure too: it means
+    undefined pixels, not a handled input.
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        outcome = _library_stages(case, path, problems)
+    ours = {f"RuntimeWarning at {w.filename}:{w.lineno}: {w.message}" for w in caught
+            if issubclass(w.category, RuntimeWarning) and "faceprot" in Path(w.filename).parts}
+    problems.extend(_failure(case, "numpy", text) for text in sorted(ours))
+    return "" if ours else outcome
+
+
+def _library_stages(case: Case, path: Path, problems: list[str]) -> str:
     from faceprot.errors import FaceprotError, NoFaceError
     from faceprot.faces import find_faces
     from faceprot.io import load_image
