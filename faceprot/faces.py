@@ -119,7 +119,9 @@ class DlibHOGDetector:
         det, _ = _dlib_models()
         h, w = rgb.shape[:2]
         f = min(1.0, self.max_side / max(h, w))
-        small = rgb if f == 1.0 else cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        # max(1, ...): a 60000x1 strip (within max_pixels) would otherwise be resized to 1024x0
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = rgb if f == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         small = packed(small)
         for up in range(self.max_upsample + 1):
             if up and max(small.shape[:2]) * 2**up > 3 * self.max_side:

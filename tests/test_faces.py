@@ -70,6 +70,16 @@ def test_a_one_pixel_rgba_picture_is_searched_not_refused_by_dlib():
         find_faces(pic.rgb)
 
 
+@pytest.mark.parametrize("shape", [(1, 60937), (3000, 1)])
+def test_a_long_thin_strip_has_no_face_and_no_resize_error(shape):
+    """A picture far longer than wide (here as a damaged GIF claimed to be: 60937x1) was shrunk
+    for the detector to 1024x0 pixels, and cv2.resize raised. Found by tests/test_fuzz.py
+    (make_case(7, 255))."""
+    strip = np.full((*shape, 3), 128, np.uint8)
+    with pytest.raises(NoFaceError, match="No face was found"):
+        find_faces(strip)
+
+
 def test_several_faces_default_to_the_largest_and_can_be_chosen(lfw_manifest):
     group = _group(lfw_manifest, scales=(1.0, 1.4, 1.0))
     faces = detect_faces(group)
