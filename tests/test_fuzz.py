@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import time
 import traceback
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +246,13 @@ def _upright_size(w: int, h: int, orientation: int | None) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _png_with_size(data: bytes, w: int, h: int) -> bytes:
+    """The PNG with its IHDR's width and height replaced (and the chunk's CRC made right)."""
+    assert data[12:16] == b"IHDR"
+    chunk = b"IHDR" + struct.pack(">II", w, h) + data[24:29]
+    return data[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
 def make_case(seed: int, index: int) -> Case:
     """The fuzz case ``index`` of the run seeded ``seed`` (deterministic: same seed, same bytes)."""
     rng = np.random.default_rng([seed, index])
@@ -298,6 +307,10 @@ def make_case(seed: int, index: int) -> Case:
             k = int(rng.integers(min(16, len(data) - 1), len(data)))
             flipped[k] ^= int(rng.integers(1, 256))
         data, what["mutation"], expect = bytes(flipped), "bytes flipped", None
+    elif r < 0.23 and fmt == "PNG":  # a header that claims a huge picture (a decompression bomb)
+        gw, gh = [(8000, 7000), (60000, 60000), (2**31 - 1, 1), (1, 2**31 - 1)][int(rng.integers(4))]
+        data = _png_with_size(data, gw, gh)
+        what["mutation"], expect = f"header claims {gw}x{gh}", None
     ext = str(rng.choice(EXTENSIONS[fmt]))
     if rng.random() < 0.1:  # the name says one format, the bytes hold another
         ext = str(rng.choice([e for e in ALL_EXTENSIONS if e not in EXTENSIONS[fmt]]))
@@ -516,7 +529,7 @@ def test_the_300_cases_cover_what_issue_14_asks_for():
     assert seen["format"] == set(MODES)
     assert seen["mode"] >= {"1", "L", "LA", "P", "P+t", "RGB", "RGBA", "CMYK", "I;16", "I", "RGB16", "RGBA16"}
     assert seen["orientation"] >= {None, *range(1, 9)} and seen["orientation"] & {0, 9, 255}
-    assert seen["mutation"] >= {"truncated", "bytes"} and any(k.startswith("wrong") for k in seen["extension"])
+    assert seen["mutation"] >= {"truncated", "bytes", "header"} and any(k.startswith("wrong") for k in seen["extension"])
     assert seen["content"] >= {"noise", "flat", "gradient", "photo", "real face"}
     assert seen["progressive"] == {True, False}
     sizes = [tuple(map(int, c.what["size"].split("x"))) for c in cases if "size" in c.what]
