@@ -20,7 +20,7 @@ import torch
 
 from .canonical import align
 from .errors import FaceprotError, ModelUnavailableError, NoFaceError
-from .faces import Face, find_faces
+from .faces import Face, find_faces, packed
 from .recognizers import SURROGATES, DEFAULT_SURROGATES, load_surrogate, surrogate_available
 from .recognizers.base import Threshold
 
@@ -95,7 +95,7 @@ class DlibCppEvaluator:
         import dlib
 
         det, sp, rec = _dlib_cpp_models()
-        rgb = np.ascontiguousarray(rgb)
+        rgb = packed(rgb)
         with _DLIB_CPP_LOCK:
             rects = det(rgb, 1)
             if not len(rects):

@@ -72,6 +72,24 @@ def points5_from_68(p: np.ndarray) -> np.ndarray:
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
 
 
+def packed(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` laid out as dlib takes it: C order with packed strides (copied only when needed).
+
+    ``np.ascontiguousarray`` is not enough: numpy calls an array with a length-1 dimension
+    contiguous whatever that dimension's stride, so the RGB of a 1-pixel RGBA picture keeps a
+    pixel stride of 4, and dlib raises "The stride of the 2nd dimension (the columns dimension)
+    of the numpy array must be 3".
+    """
+    rgb = np.asarray(rgb)
+    strides, step = [], rgb.itemsize
+    for n in reversed(rgb.shape):
+        strides.insert(0, step)
+        step *= n
+    if rgb.flags.c_contiguous and rgb.strides == tuple(strides):
+        return rgb
+    return np.array(rgb, order="C", copy=True)
+
+
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     import dlib
@@ -101,8 +119,10 @@ class DlibHOGDetector:
         det, _ = _dlib_models()
         h, w = rgb.shape[:2]
         f = min(1.0, self.max_side / max(h, w))
-        small = rgb if f == 1.0 else cv2.resize(rgb, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
-        small = np.ascontiguousarray(small)
+        # max(1, ...): a 60000x1 strip (within max_pixels) would otherwise be resized to 1024x0
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = rgb if f == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        small = packed(small)
         for up in range(self.max_upsample + 1):
             if up and max(small.shape[:2]) * 2**up > 3 * self.max_side:
                 break  # HOG on a bigger image takes seconds; faces that small are refused anyway
@@ -187,7 +207,7 @@ def detect_faces(rgb: np.ndarray, detector=None) -> list[Face]:
     """
     if detector is None or isinstance(detector, str):
         detector = get_detector(detector)
-    rgb = np.ascontiguousarray(rgb)
+    rgb = packed(rgb)
     faces = []
     for d in detector.detect(rgb):
         pts = landmarks68(rgb, landmark_box(d))

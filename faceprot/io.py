@@ -157,18 +157,24 @@ def _opener(source: Path | bytes) -> Callable[[], ImageFile.ImageFile]:
             "package: install it with `pip install pillow-heif`, or convert the photo to JPEG or PNG"
         )
     if isinstance(source, Path):
-        return lambda: Image.open(source)
+        # Decode the file's bytes, not the file by name: Pillow memory-maps an uncompressed file
+        # opened by name, and on that path (Pillow 12.3) an uncompressed TIFF skips its EXIF
+        # orientation, so the same picture loaded turned from bytes and on its side from a path.
+        source = _read_all(source)
     return lambda: Image.open(io.BytesIO(source))
 
 
 def _head(source: Path | bytes) -> bytes:
-    if isinstance(source, Path):
-        try:
-            with source.open("rb") as f:
-                return f.read(32)
-        except OSError as e:
-            raise ImageInputError(f"Could not read the image file {source}: {e.strerror or e}") from None
-    return source[:32]
+    return _read_all(source, 32) if isinstance(source, Path) else source[:32]
+
+
+def _read_all(path: Path, limit: int = -1) -> bytes:
+    """The file's bytes (the first ``limit`` of them when given), or a message saying why not."""
+    try:
+        with path.open("rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise ImageInputError(f"Could not read the image file {path}: {e.strerror or e}") from None
 
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
@@ -331,7 +337,8 @@ def _upright(rgb: np.ndarray, alpha: np.ndarray | None, orientation: int) -> tup
     upright = np.asarray(im)
     if alpha is None:
         return upright, None
-    return np.ascontiguousarray(upright[..., :3]), np.ascontiguousarray(upright[..., 3])
+    # copies, not np.ascontiguousarray: that keeps a 1-pixel picture's RGBA strides (see faces.packed)
+    return upright[..., :3].copy(), upright[..., 3].copy()
 
 
 _SIXTEEN_BIT_NOTICE = (
@@ -365,7 +372,11 @@ def _colour_and_alpha(
         return colour, (_scale16(samples[..., 3]) if mode == "RGBA" else None)
     if mode == "F":  # Pillow's own F -> L conversion truncates; round instead
         notices.append("32-bit float grey values were rounded and clipped to 0-255.")
-        return Image.fromarray(np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)), None
+        values = np.asarray(im)
+        if np.isnan(values).any():  # NaN has no uint8 value (numpy's cast is undefined): black
+            notices.append("Grey values that were not numbers (NaN) were shown as black.")
+            values = np.nan_to_num(values, nan=0.0)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)), None
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in im.info or (im.palette and im.palette.mode == "RGBA")
         im = im.convert("RGBA" if has_alpha else "RGB")

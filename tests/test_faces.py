@@ -49,6 +49,37 @@ def test_no_face_gives_a_clear_message():
         find_faces(blank)
 
 
+def test_a_one_pixel_rgba_picture_is_searched_not_refused_by_dlib():
+    """The RGB of a 1x1 RGBA picture keeps a pixel stride of 4, which numpy still calls
+    contiguous; dlib refused it with a RuntimeError about strides. Found by tests/test_fuzz.py
+    (make_case(1014, 760): a 1x1 RGBA WebP with EXIF orientation 4)."""
+    import io
+
+    from PIL import ExifTags, Image
+
+    rgba = np.array([[[10, 20, 30, 40]]], dtype=np.uint8)
+    with pytest.raises(NoFaceError, match="No face was found"):
+        find_faces(rgba[..., :3])
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 4
+    data = io.BytesIO()
+    Image.fromarray(rgba).save(data, format="PNG", exif=exif)
+    pic = load_image(data.getvalue())
+    assert pic.rgb.strides == (3, 3, 1) and pic.alpha.tolist() == [[40]]
+    with pytest.raises(NoFaceError, match="No face was found"):
+        find_faces(pic.rgb)
+
+
+@pytest.mark.parametrize("shape", [(1, 60937), (3000, 1)])
+def test_a_long_thin_strip_has_no_face_and_no_resize_error(shape):
+    """A picture far longer than wide (here as a damaged GIF claimed to be: 60937x1) was shrunk
+    for the detector to 1024x0 pixels, and cv2.resize raised. Found by tests/test_fuzz.py
+    (make_case(7, 255))."""
+    strip = np.full((*shape, 3), 128, np.uint8)
+    with pytest.raises(NoFaceError, match="No face was found"):
+        find_faces(strip)
+
+
 def test_several_faces_default_to_the_largest_and_can_be_chosen(lfw_manifest):
     group = _group(lfw_manifest, scales=(1.0, 1.4, 1.0))
     faces = detect_faces(group)

@@ -325,6 +325,19 @@ def test_32bit_int_and_float_greyscale():
     assert list(pic.rgb[0, :, 0]) == [0, 100, 255]
 
 
+def test_float_grey_nan_and_infinity_become_black_and_white(tmp_path):
+    """NaN and infinities are valid samples of a float TIFF. Found by tests/test_fuzz.py (seed
+    1014): NaN went through numpy's undefined float -> uint8 cast (a RuntimeWarning, and on some
+    machines any value); it is now black, with a notice."""
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([[np.nan, np.inf, -np.inf, 99.6]], np.float32)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pic = load_image(path)
+    assert list(pic.rgb[0, :, 0]) == [0, 255, 0, 100]
+    assert any("NaN" in n for n in pic.notices)
+
+
 def test_tiff_and_bmp_load():
     rgb = _noise(6, 5)
     for fmt in ("TIFF", "BMP"):
@@ -424,6 +437,23 @@ def test_exif_orientation_of_a_real_jpeg_matches_pillow(orientation):
     turned = orientation in (5, 6, 7, 8)
     assert pic.size == ((photo.height, photo.width) if turned else photo.size)
     assert np.array_equal(pic.rgb, np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK"])
+def test_exif_orientation_of_an_uncompressed_tiff_file_is_applied(mode, tmp_path):
+    """An uncompressed TIFF read from a path turns as its orientation tag says, as from bytes.
+
+    Found by tests/test_fuzz.py (make_case(14, 0), a palette TIFF with orientation 5): Pillow
+    memory-maps an uncompressed file opened by name, and that way skips the TIFF's orientation."""
+    stored = Image.fromarray(_noise(3, 5)).convert(mode)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    path = tmp_path / "scan.tif"
+    stored.save(path, exif=exif, compression="raw")
+    from_path, from_bytes = load_image(path), load_image(path.read_bytes())
+    assert from_path.size == from_bytes.size == (3, 5)
+    assert np.array_equal(from_path.rgb, from_bytes.rgb)
+    assert np.array_equal(from_path.rgb, np.asarray(stored.convert("RGB").transpose(Image.Transpose.ROTATE_270)))
 
 
 # ------------------------------------------------------------------------------ formats, sources
