@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from faceprot.disguise.laplacian import CONTOURS, laplacian, laplacian_loss, neighbours
+from faceprot.disguise.smoothness import CONTOURS, laplacian, laplacian_loss, neighbours
 
 
 pytestmark = pytest.mark.usefixtures("faceprot_threads")
@@ -144,5 +144,5 @@ def test_docstring_example_runs():
     import importlib
 
     # by name: the package's attribute `laplacian` is the function, which hides the module
-    result = doctest.testmod(importlib.import_module("faceprot.disguise.laplacian"))
+    result = doctest.testmod(importlib.import_module("faceprot.disguise.smoothness"))
     assert result.attempted >= 2 and result.failed == 0

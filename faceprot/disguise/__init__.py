@@ -8,7 +8,7 @@ pieces:
   contour's shape while the expression changes.
 """
 
-from .laplacian import CONTOURS, laplacian, laplacian_loss
+from .smoothness import CONTOURS, laplacian, laplacian_loss
 from .projection import GradientProjector, ProjectionRecord, project_conflicting, vaccinate
 
 __all__ = ["GradientProjector", "ProjectionRecord", "project_conflicting", "vaccinate",
