@@ -220,6 +220,16 @@ def _named(message: str, path: str) -> str:
     return text if name in text else f"{name}: {text}"
 
 
+def _labelled(label: str, sentence: str) -> str:
+    """"Photo A, the image file x.jpg is empty": the sentence after a label, its capital lowered."""
+    if not label:
+        return sentence
+    first = sentence.split(" ", 1)[0]
+    if first in ("The", "This", "It"):
+        sentence = first.lower() + sentence[len(first):]
+    return f"{label}, {sentence}"
+
+
 def _out_dir() -> Path:
     return RETENTION.new_dir()
 
@@ -266,7 +276,7 @@ def check(photo_a: str | None, photo_b: str | None, request: gr.Request = None, 
         try:
             pics.append(load_image(path))
         except FaceprotError as e:
-            ERRORS.fail(request, "check", f"Photo {label}, {_named(str(e), path)}")
+            ERRORS.fail(request, "check", _labelled(f"Photo {label}", _named(str(e), path)))
     progress(0.3, desc="Detecting faces and scoring")
     try:
         scores = compare_photos(pics[0].rgb, pics[1].rgb)
@@ -530,7 +540,7 @@ def _unreadable(tab: str, path: str | None, label: str = "") -> dict:
         try:
             load_image(path, max_side=SMALL_COPY_PX)
         except FaceprotError as e:
-            message = (f"{label}, " if label else "") + _named(str(e), path)
+            message = _labelled(label, _named(str(e), path))
             ERRORS.note(None, tab, message)  # logged; the page shows it on the input
             return gr.validate(False, message)
     return gr.validate(True, "")  # a missing input: the handler says what is missing

@@ -443,3 +443,10 @@ def test_the_small_copy_keeps_alpha_and_the_upright_orientation(tmp_path):
     assert full.rgb.shape == (2000, 1000, 3) and small.rgb.shape == (512, 256, 3)
     assert small.rgb[10, 128].mean() > 200 and small.rgb[-10, 128].mean() < 50  # white on top, as in full
     assert full.rgb[10, 500].mean() > 200
+
+
+def test_a_labelled_message_reads_as_one_sentence(app_module, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    verdict = app_module.validate_check(str(EXAMPLES / "biden.jpg"), str(empty))[1]
+    assert verdict["message"].startswith("Photo B, the image file empty.jpg is empty (0 bytes)"), verdict
