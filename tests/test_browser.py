@@ -415,6 +415,7 @@ def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_
             pass  # what it shows instead is reported below
         shown[case] = status.inner_text().strip()
         toasts = page.get_by_test_id("toast-text").all_inner_texts()
+        page.wait_for_timeout(500)  # the status's fade-in over, as a person sees it
         page.screenshot(path=str(ARTIFACTS / f"bad-{slug}-{case.replace(' ', '-')}-1400.png"), full_page=True)
         if case == "no face":
             page.set_viewport_size({"width": 390, "height": 844})
