@@ -154,9 +154,31 @@ def _upload(pg, label: str | re.Pattern, *paths: Path) -> None:
         _block(pg, label).locator(f"td.filename[aria-label='{p.name}']").wait_for()
 
 
-def _status(button):
-    """The Markdown right under a button, where the app shows progress and "**Error:** ..."."""
-    return button.locator("xpath=following-sibling::div[1]")
+STATUS_TEXT = "(d) => (d.querySelector('[data-testid=markdown]') || {innerText: ''}).innerText.trim()"
+
+
+def _status_text(button) -> str:
+    """The Markdown right under a button, where the app shows "**Error:** ...": its text only
+    (the progress of an event, drawn over it, left out)."""
+    return button.locator("xpath=following-sibling::div[1]").evaluate(STATUS_TEXT)
+
+
+def _wait_status(button, condition: str, arg: str = "", timeout: float = 30_000) -> bool:
+    """Wait until the status text meets ``condition`` (JavaScript of ``text`` and ``arg``); False
+    if it never does."""
+    block = button.locator("xpath=following-sibling::div[1]").element_handle()
+    try:
+        button.page.wait_for_function(f"([d, arg]) => {{ const text = ({STATUS_TEXT})(d); return {condition}; }}",
+                                      arg=[block, arg], timeout=timeout)
+        return True
+    except playwright.TimeoutError:
+        return False
+
+
+def _settled(button) -> None:
+    """No event shows progress under the button any more: the status reads as a person sees it."""
+    tracker = button.locator("xpath=following-sibling::div[1]").get_by_test_id("status-tracker")
+    playwright.expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=60_000)
 
 
 LOADED_IMAGES = "(imgs) => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
@@ -293,7 +315,8 @@ def test_protect_an_example_then_apply_its_downloaded_mask_and_download_the_zip(
     zip_before = zip_block.get_by_test_id("download-link").evaluate_all("(a) => a.map(x => x.href)")
     button.click()
     _wait_button_cycle(page, button)
-    assert _status(button).inner_text().strip() == ""  # no error, no progress left behind
+    _settled(button)
+    assert _status_text(button) == ""  # no error, no progress left behind
     result = page.get_by_text("Mask applied to 2 of 2 photo(s).")
     result.wait_for()
     lines = result.locator("xpath=ancestor::*[@data-testid='markdown']").inner_text()
@@ -333,7 +356,8 @@ def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_
     page.get_by_text("Optimising the mask").first.wait_for(timeout=60_000)  # the progress text
     page.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
     assert page.get_by_text("never-attacked recognizers still match you").first.is_visible()
-    assert _status(button).inner_text().strip() == ""
+    _settled(button)
+    assert _status_text(button) == ""
 
 
 def test_apply_the_example_mask_to_two_photos(page):
@@ -367,19 +391,23 @@ def _clear(pg, label) -> None:
 
 
 def _close_toasts(pg) -> None:
+    """The pop-ups closed, so that none covers the inputs (one may close itself meanwhile)."""
     for close in pg.get_by_test_id("toast-close").all():
-        if close.is_visible():
-            close.click()
+        try:
+            close.click(timeout=2_000)
+        except playwright.Error:
+            pass
 
 
 #: Per tab: its button, the file input a bad file goes to, the image that previews that input (None:
-#: no preview, the message comes with the button), and the other inputs the button needs.
+#: no preview, the message comes with the button), and the other inputs the button needs (label,
+#: file, its preview).
 TABS = {
-    "Protect my face": ("Protect", "Your selfie (any photo format)", "Your selfie as faceprot reads it", {}),
+    "Protect my face": ("Protect", "Your selfie (any photo format)", "Your selfie as faceprot reads it", []),
     "Apply my mask": ("Apply", _exactly("Photos"), None,
-                      {"Your mask file (.faceprot)": EXAMPLES / "obama-selfie.faceprot"}),
+                      [("Your mask file (.faceprot)", EXAMPLES / "obama-selfie.faceprot", None)]),
     "Check": ("Compare", _exactly("Photo A"), "Photo A as faceprot reads it",
-              {_exactly("Photo B"): EXAMPLES / "obama-1.jpg"}),
+              [(_exactly("Photo B"), EXAMPLES / "obama-1.jpg", "Photo B as faceprot reads it")]),
 }
 
 
@@ -395,9 +423,11 @@ def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_
     button_name, file_label, preview, others = TABS[tab]
     page.get_by_role("tab", name=tab).click()
     button = page.get_by_role("button", name=button_name, exact=True)
-    status = _status(button)
-    for label, path in others.items():
+    for label, path, shows in others:
         _upload(page, label, path)
+        if shows:  # its preview over, so that its end (which empties the status) comes first
+            _images_loaded(_block(page, shows), 1)
+    _settled(button)
     slug = tab.split()[0].lower()
     shown = {}
     for case in ("non-image", "truncated", "no face"):
@@ -409,26 +439,18 @@ def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_
                 _images_loaded(_block(page, preview), 1)
             button.click()
             _wait_button_cycle(page, button)
-        try:
-            playwright.expect(status).to_contain_text(path.name, timeout=30_000)
-        except AssertionError:
-            pass  # what it shows instead is reported below
-        shown[case] = status.inner_text().strip()
+        _wait_status(button, "text.includes(arg)", path.name)  # if never, what it shows is reported below
+        _settled(button)
+        shown[case] = _status_text(button)
         toasts = page.get_by_test_id("toast-text").all_inner_texts()
-        page.wait_for_timeout(500)  # the status's fade-in over, as a person sees it
-        page.screenshot(path=str(ARTIFACTS / f"bad-{slug}-{case.replace(' ', '-')}-1400.png"), full_page=True)
-        if case == "no face":
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(ARTIFACTS / f"bad-{slug}-{case.replace(' ', '-')}-390.png"), full_page=True)
-            page.set_viewport_size({"width": 1400, "height": 1000})
+        _screens(page, f"bad-{slug}-{case.replace(' ', '-')}")  # after the status's fade-in
         shown[case] = (shown[case], toasts)
         print(f"\n{tab} / {case}: {shown[case][0]!r}")
         _close_toasts(page)
         _clear(page, file_label)
         if preview is not None:  # an emptied input clears the message under the button
-            playwright.expect(status).to_have_text("")
-    for label in others:
+            assert _wait_status(button, "text === ''"), (tab, case, _status_text(button))
+    for label, _, _ in others:
         _clear(page, label)
     wrong = {}
     for case, (text, toasts) in shown.items():
