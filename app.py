@@ -266,6 +266,23 @@ def preview(path: str | None, request: gr.Request = None, tab: str = "upload"):
     return str(out)
 
 
+def check_photos(photos: list[str] | None, request: gr.Request = None) -> None:
+    """Apply's photos as they are uploaded, each read as a small copy: the unreadable ones named
+    at once, beside the button (the readable ones will still be protected)."""
+    bad = []
+    for path in photos or []:
+        try:
+            load_image(path, max_side=SMALL_COPY_PX)
+        except FaceprotError as e:
+            bad.append(_named(str(e), path))
+    if bad:
+        if len(bad) == len(photos):
+            ERRORS.fail(request, "apply", "No photo could be protected. " + " ".join(bad))
+        good = len(photos) - len(bad)
+        ERRORS.fail(request, "apply", " ".join(bad) + f" The other {good} photo{'s' if good > 1 else ''} "
+                                                      "will be protected.")
+
+
 def check(photo_a: str | None, photo_b: str | None, request: gr.Request = None, progress=gr.Progress()):
     """Check tab: do two photos show the same person, according to each recognizer?"""
     if not photo_a or not photo_b:
@@ -468,8 +485,12 @@ def apply_tab(mask_file, photos, which, refine, request: gr.Request = None, prog
 # ------------------------------------------------------------------------------------ layout
 
 
-def _busy(*_inputs):
-    return gr.update(interactive=False), ""
+def _busy_clearing(n_outputs: int):
+    """The first step of a click: the button disabled, the status emptied, and the results of the
+    last run cleared, so that they cannot be taken for this run's if it fails."""
+    def busy(*_inputs):
+        return gr.update(interactive=False), "", *([None] * n_outputs)
+    return busy
 
 
 def _done(tab: str):
@@ -485,8 +506,8 @@ def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, validato
     # this step is queued, with no concurrency limit: it never waits for a worker). A photo it
     # refuses is marked on its input at once and nothing runs: the button stays usable. API
     # clients call fn, whose own checks give the same sentences.
-    run = button.click(_busy, inputs, [button, status], api_name=False, validator=validator,
-                       concurrency_limit=None, show_progress="hidden").then(
+    run = button.click(_busy_clearing(len(outputs)), inputs, [button, status, *outputs], api_name=False,
+                       validator=validator, concurrency_limit=None, show_progress="hidden").then(
         fn, inputs, outputs, api_name=api_name, show_progress_on=status)
     # the browser follows an event that failed with .failure listeners only, not .then ones
     for follow in (run.success, run.failure):
@@ -584,9 +605,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                  render=False)
         mask_out = gr.File(label=MASK_FILE_NOTE, render=False)
         protect_summary = gr.Markdown(render=False)
-        maps = gr.Gallery(label="How the mask was made: where it may change more (eyes, nose, mouth; "
-                                "fine edges), where it chose to act (attention), and the mask itself, "
-                                "amplified", columns=4, format="png", height=360,
+        maps = gr.Gallery(label="How the mask was made", columns=4, format="png", height="auto",
                           render=False)
         with gr.Row():
             with gr.Column():
@@ -623,6 +642,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
                           protect_summary):
                     c.render()
+        gr.Markdown("**How the mask was made**, in four pictures: where it may change more (eyes, nose, "
+                    "mouth; fine edges), where it chose to act (attention), and the mask itself, amplified.")
         maps.render()
         with gr.Accordion("How strong, and how visible?", open=False):
             gr.Markdown(STRENGTH_HELP)
@@ -675,6 +696,9 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                     c.render()
         _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply",
               validator=validate_apply)
+        checked = photos_in.change(check_photos, photos_in, None, api_name=False, show_progress_on=apply_status)
+        checked.failure(_done("apply"), None, [apply_btn, apply_status], queue=False, api_name=False)
+        checked.success(lambda: "", None, apply_status, queue=False, api_name=False)  # an old error goes
 
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "
@@ -708,13 +732,19 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
             shown.success(lambda: "", None, check_status, queue=False, api_name=False)
 
 
+#: The visitor's own system fonts: gradio's bundled Source Sans has few bold glyphs (bold text
+#: mixed two fonts), and nothing has to be fetched.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "monospace"])
+
+
 def serve(**launch_kwargs):
     """Queue and launch the demo as it runs in public: a bounded queue, an upload cap, no
     monitoring page or usage statistics, and the retention sweeper running."""
     RETENTION.start_sweeper()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     settings = dict(max_file_size=f"{MAX_UPLOAD_MB:g}mb", enable_monitoring=False,
-                    footer_links=["api", "gradio"])
+                    footer_links=["api", "gradio"], theme=THEME)
     return demo.launch(**{**settings, **launch_kwargs})
 
 

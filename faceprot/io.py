@@ -281,7 +281,10 @@ def _unidentified_message(name: str, head: bytes) -> str:
 
 def _damaged_message(name: str, fmt: str | None, err: Exception | None) -> str:
     looks = f"looks like a {fmt} image but " if fmt else ""
-    why = f" ({err})" if err else ""
+    # the decoder's own words, in one pair of brackets: "image file is truncated (6 bytes not
+    # processed)" reads as "(the decoder says: image file is truncated, 6 bytes not processed)"
+    said = re.sub(r"\s*\(([^()]*)\)", r", \1", str(err)) if err else ""
+    why = f" (the decoder says: {said})" if said else ""
     return f"{name} {looks}is truncated or damaged, so its pixels could not be decoded{why}"
 
 

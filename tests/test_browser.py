@@ -386,7 +386,10 @@ BAD_CASES = ("non-image", "truncated", "no face")
 def _clear(pg, label) -> None:
     """The file input emptied with its own Clear button, as a person does."""
     block = _block(pg, label)
-    block.get_by_role("button", name="Clear").click()
+    marked = block.locator("[data-testid=status-tracker] button")  # a validator's message covers the input
+    if marked.count() and marked.first.is_visible():
+        marked.first.click()  # closed with its own x, as a person does
+    block.locator("button.icon-button[aria-label='Clear']").first.click()
     playwright.expect(block.locator("td.filename")).to_have_count(0)
 
 
@@ -400,8 +403,9 @@ def _close_toasts(pg) -> None:
 
 
 #: Per tab: its button, the file input a bad file goes to, the image that previews that input (None:
-#: no preview, the message comes with the button), and the other inputs the button needs (label,
-#: file, its preview).
+#: no preview), and the other inputs the button needs (label, file, its preview). Every tab reads
+#: an upload at once (a small copy), so an unreadable file is answered on upload; a photo without
+#: a face, on the click.
 TABS = {
     "Protect my face": ("Protect", "Your selfie (any photo format)", "Your selfie as faceprot reads it", []),
     "Apply my mask": ("Apply", _exactly("Photos"), None,
@@ -411,12 +415,14 @@ TABS = {
 }
 
 
+
 @pytest.mark.parametrize("tab", list(TABS))
 def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_path, photos_manifest):
     """A non-image, a truncated JPEG and a real photo without a face, uploaded in ``tab``: the
     status under the tab's button says faceprot's sentence, naming the file (a pop-up says it too).
-    Where the tab previews the upload, an unreadable file is answered on upload; otherwise, and
-    for the photo without a face, on the click."""
+    An unreadable file is answered on upload; and a click then is refused before it queues (the
+    validator, on a small copy): the message shows on the input and the button stays usable. A
+    photo without a face is answered on the click."""
     from test_app import _bad_inputs
 
     bad = _bad_inputs(tmp_path, photos_manifest)
@@ -432,9 +438,16 @@ def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_
     shown = {}
     for case in ("non-image", "truncated", "no face"):
         path, words = bad[case]
-        on_upload = preview is not None and case != "no face"
+        on_upload = case != "no face"
         _upload(page, file_label, path)
-        if not on_upload:
+        if on_upload:
+            _wait_status(button, "text.includes(arg)", path.name)
+            button.click()  # the validator refuses it: marked on the input, nothing runs
+            marked = _block(page, file_label).locator(".validation-error")
+            marked.wait_for(timeout=15_000)
+            assert path.name in marked.inner_text() and words in marked.inner_text(), marked.inner_text()
+            assert button.is_enabled(), f"{tab} / {case}: the button stayed disabled after the validator refused"
+        else:
             if preview is not None:  # the preview shown first, so that its end cannot clear the message
                 _images_loaded(_block(page, preview), 1)
             button.click()
@@ -448,8 +461,8 @@ def test_bad_inputs_get_faceprots_own_sentence_beside_the_button(page, tab, tmp_
         print(f"\n{tab} / {case}: {shown[case][0]!r}")
         _close_toasts(page)
         _clear(page, file_label)
-        if preview is not None:  # an emptied input clears the message under the button
-            assert _wait_status(button, "text === ''"), (tab, case, _status_text(button))
+        # an emptied input clears the message under the button
+        assert _wait_status(button, "text === ''"), (tab, case, _status_text(button))
     for label, _, _ in others:
         _clear(page, label)
     wrong = {}

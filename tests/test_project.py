@@ -28,6 +28,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_workflow_runs_ci_run():
     wf = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
     assert "bash .ci/run" in wf and 'FACEPROT_REQUIRE_SHARED: "0"' in wf
+    # a Debian container run as root, where the README's command can apt-get Debian's chromium
+    assert re.search(r"^\s+container: python:3\.11-bookworm$", wf, flags=re.M)
 
 
 def test_requirements_are_pinned_and_the_space_uses_python_311():
