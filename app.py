@@ -732,6 +732,20 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
             shown.success(lambda: "", None, check_status, queue=False, api_name=False)
 
 
+def _keep_the_shipped_files(blocks: gr.Blocks) -> list[Path]:
+    """The examples and page images that gradio copied into this run's uploads while the page was
+    built: exempt from both sweeps. Gradio's own delete_cache skips what a component lists in
+    ``keep_in_cache``, and it would otherwise delete the examples' inputs after the TTL (and when a
+    server closes), leaving example buttons that fail."""
+    built = sorted(p for p in RETENTION.uploads.rglob("*") if p.is_file())
+    datasets = [b for b in blocks.blocks.values() if isinstance(b, gr.Dataset)]
+    datasets[0].keep_in_cache.update(str(p) for p in built)
+    RETENTION.keep(built)
+    return built
+
+
+SHIPPED_FILES = _keep_the_shipped_files(demo)
+
 #: The visitor's own system fonts: gradio's bundled Source Sans has few bold glyphs (bold text
 #: mixed two fonts), and nothing has to be fetched.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

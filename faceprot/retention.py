@@ -13,8 +13,9 @@ leaves nothing behind that could still be fetched. A run folder is "running" whi
 holds an exclusive lock on its ``.lock`` file, which the operating system releases when the
 process dies, however it dies.
 
-Cached results of the shipped examples are kept: they live outside the root (the framework's
-example cache), and a sweep never enters a folder named in ``exempt``.
+The shipped examples are kept: their cached results live outside the root (the framework's
+example cache), a sweep never enters a folder named in ``exempt``, and the copies of the examples
+that the framework makes when the page is built are named with :meth:`Retention.keep`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Retention:
             raise ValueError(f"ttl must be positive, not {self.ttl}")
         self.frequency = float(frequency) if frequency is not None else min(300.0, max(1.0, self.ttl / 10))
         self.exempt = [Path(p).resolve() for p in exempt]
+        self.kept: set[Path] = set()  # single files a sweep leaves alone (see keep())
         self.run: Path | None = None
         self._lock_file = None
         self._stop = threading.Event()
@@ -107,6 +109,13 @@ class Retention:
         if self.run is None:
             raise RuntimeError("Retention.start() was not called")
         return self.run
+
+    def keep(self, paths) -> set[Path]:
+        """Exempt these files of this run from every sweep (the shipped examples and page images
+        that the web framework copies into ``uploads/`` when the page is built: no one's data, and
+        the page breaks without them). Returns the files kept so far."""
+        self.kept.update(Path(p).resolve() for p in paths)
+        return self.kept
 
     def new_dir(self, prefix: str = "faceprot-") -> Path:
         """A fresh folder for one request's files, swept like everything else."""
@@ -177,7 +186,7 @@ class Retention:
             emptied = False
             for name in files:
                 path = here / name
-                if path == run / LOCK_NAME:
+                if path == run / LOCK_NAME or path in self.kept:
                     continue
                 try:
                     if self._expired(path, now):

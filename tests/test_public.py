@@ -162,6 +162,10 @@ class Server:
                 self.kill()
 
 
+def _shipped_names() -> set[str]:
+    return {p.name for p in EXAMPLES.rglob("*") if p.is_file()}
+
+
 def _apply_once(url: str, photo: Path = EXAMPLES / "obama-1.jpg", refine: int = 0, download: bool = True):
     """One /apply call. With ``download=False`` file outputs stay on the server: their records
     carry the server's path and URL."""
@@ -182,16 +186,19 @@ def test_results_cannot_be_fetched_after_their_ttl_nor_after_a_restart(tmp_path)
     data = tmp_path / "data"
     ttl = 8
     server = Server(data, FACEPROT_TTL_SECONDS=ttl).start()
+    shipped = _files(data)  # the examples and page images gradio copied when the page was built
+    assert shipped and {p.name for p in shipped} <= _shipped_names()
     try:
         result, url = _served(server.url)
         got = httpx.get(url)
         assert got.status_code == 200 and got.content.startswith(b"\x89PNG"), got.status_code
         assert any(p.suffix == ".jpg" for p in _files(data)), "the upload was not where the notice says"
         assert any(p.name.endswith(".png") and "outputs" in p.parts for p in _files(data))
-        # after the TTL (and a sweep), nothing uploaded or produced is left, and the link is dead
+        # after the TTL (and a sweep), nothing uploaded or produced is left, and the link is dead;
+        # the shipped examples stay, or their buttons would fail from then on
         time.sleep(ttl + 4)
         assert httpx.get(url).status_code in (403, 404)
-        assert _files(data) == [], f"left on disk after the TTL: {_files(data)}"
+        assert _files(data) == shipped, f"left on disk after the TTL: {set(_files(data)) - set(shipped)}"
 
         # a result made just before a crash is gone once the server is back
         result, url = _served(server.url)
@@ -295,6 +302,22 @@ def test_the_public_settings_are_in_force(server_url, app_module):
     config = httpx.get(server_url + "/config").json()
     assert "settings" not in config["footer_links"]
     assert not [c for c in config["components"] if "flag" in json.dumps(c.get("props", {}).get("value", "")).lower()]
+
+
+def test_the_shipped_examples_are_the_only_files_exempt_from_the_sweeps(app_module, tmp_path):
+    app = app_module
+    kept = {Path(p) for p in app.SHIPPED_FILES}
+    assert kept and {p.name for p in kept} <= _shipped_names()
+    assert all(p.is_file() and app.RETENTION.uploads in p.parents for p in kept)
+    assert kept <= app.RETENTION.kept
+    datasets = [b for b in app.demo.blocks.values() if b.__class__.__name__ == "Dataset"]
+    assert {str(p) for p in kept} <= set().union(*(d.keep_in_cache for d in datasets))
+    # the example cache is exempt by name; a user's file beside the shipped ones is not
+    assert app.EXAMPLE_CACHE in app.RETENTION.exempt
+    user = app.RETENTION.new_dir() / "selfie.png"
+    user.write_bytes(b"x")
+    gone = app.RETENTION.sweep(now=time.time() + app.RETENTION.ttl + 1)
+    assert user in gone and not kept & set(gone) and all(p.exists() for p in kept)
 
 
 def test_the_privacy_notice_says_what_is_kept_where_and_for_how_long(app_module):
