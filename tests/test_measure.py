@@ -1,0 +1,96 @@
+"""The landmark measure of expression (issue 15, item 1): features, rules and verdicts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from faceprot.disguise.measure import FEATURES, expression_change, expression_features, eye_frame
+
+IOD = 60.0  # the synthetic face's eye centres are 60 px apart
+
+
+def _neutral_face() -> np.ndarray:
+    """A plausible neutral face in dlib's 68-point layout, photo pixels, eyes level at y = 100."""
+    jaw = [(100 + 60 * math.cos(a), 100 + 90 * math.sin(a)) for a in np.linspace(math.pi, 0, 17)]
+    brows = [(50 + 10 * i, 82 - (4 if i in (1, 2, 3) else 0)) for i in range(5)]
+    brows += [(200 - x, y) for x, y in reversed(brows)]
+    nose = [(100, 100 + 13 * i) for i in range(4)] + [(88 + 6 * i, 145 + (2 if i == 2 else 0)) for i in range(5)]
+
+    def eye(cx):
+        return [(cx - 12, 100), (cx - 5, 96), (cx + 5, 96), (cx + 12, 100), (cx + 5, 104), (cx - 5, 104)]
+
+    outer = [(80, 165), (87, 160), (94, 158), (100, 159), (106, 158), (113, 160), (120, 165),
+             (113, 171), (106, 173), (100, 174), (94, 173), (87, 171)]
+    inner = [(83, 165), (94, 164), (100, 164), (106, 164), (117, 165), (106, 166), (100, 166), (94, 166)]
+    p = np.array(jaw + brows + nose + eye(70) + eye(130) + outer + inner, dtype=np.float64)
+    assert p.shape == (68, 2)
+    return p
+
+
+def _moved(p: np.ndarray, moves: dict[int, tuple[float, float]]) -> np.ndarray:
+    """A copy with points moved by (right, up) in IODs (the face is upright: up is -y)."""
+    q = p.copy()
+    for i, (dx, dy) in moves.items():
+        q[i] += (dx * IOD, -dy * IOD)
+    return q
+
+
+def _similarity(p: np.ndarray, degrees: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    a = math.radians(degrees)
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return scale * p @ r.T + np.array(shift)
+
+
+def test_eye_frame_puts_the_eyes_at_minus_and_plus_one_half():
+    q = eye_frame(_similarity(_neutral_face(), 30, 2.5, (7, -3)))
+    assert np.allclose(q[36:42].mean(0), (-0.5, 0), atol=1e-12)
+    assert np.allclose(q[42:48].mean(0), (0.5, 0), atol=1e-12)
+    assert q[17:27, 1].min() > 0 > q[48:68, 1].max()  # brows above the eye line, mouth below it
+    with pytest.raises(ValueError, match="68, 2"):
+        eye_frame(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="coincide"):
+        eye_frame(np.zeros((68, 2)))
+
+
+@pytest.mark.parametrize("degrees, scale, shift", [(0, 1, (0, 0)), (17, 0.3, (400, -20)), (-40, 3.0, (-5, 9)),
+                                                   (180, 1.7, (1, 1))])
+def test_features_are_unchanged_by_rotation_scale_and_translation(degrees, scale, shift):
+    rng = np.random.default_rng(0)
+    p = _neutral_face() + rng.normal(0, 1.5, (68, 2))  # an irregular face, not a symmetric one
+    a = expression_features(p)
+    b = expression_features(_similarity(p, degrees, scale, shift))
+    assert list(a) == list(FEATURES)
+    for f in FEATURES:
+        assert b[f] == pytest.approx(a[f], abs=1e-9), f
+
+
+def test_features_of_the_synthetic_face_are_in_inter_ocular_units():
+    f = expression_features(_neutral_face())
+    assert f["mouth_width"] == pytest.approx(40 / IOD)
+    assert f["eye_opening"] == pytest.approx(8 / IOD)
+    assert f["mouth_corner_lift"] == pytest.approx(0.0)  # corners at the mouth centre's height
+    assert f["brow_raise"] == pytest.approx((100 - np.mean([82, 78, 78, 78, 82])) / IOD)
+    assert f["inner_brow_lowering"] == pytest.approx(-18 / IOD)
+    assert f["lip_press"] == pytest.approx(-15 / IOD)  # minus the height from 51 to 57
+    assert f["lip_corner_depression"] == pytest.approx(-9 / IOD)  # 57 is 9 px below the corners
+
+
+@pytest.mark.parametrize("moves, feature", [
+    ({48: (0, 0.1), 54: (0, 0.1)}, "mouth_corner_lift"),
+    ({48: (-0.1, 0), 54: (0.1, 0)}, "mouth_width"),
+    ({i: (0, 0.1) for i in range(17, 27)}, "brow_raise"),
+    ({37: (0, 0.03), 38: (0, 0.03), 43: (0, 0.03), 44: (0, 0.03),
+      40: (0, -0.03), 41: (0, -0.03), 46: (0, -0.03), 47: (0, -0.03)}, "eye_opening"),
+    ({21: (0, -0.1), 22: (0, -0.1)}, "inner_brow_lowering"),
+    ({**{i: (0, -0.05) for i in (50, 51, 52)}, **{i: (0, 0.05) for i in (56, 57, 58)},
+      **{i: (0, -0.01) for i in (61, 62, 63)}, **{i: (0, 0.01) for i in (65, 66, 67)}}, "lip_press"),
+    ({48: (0, -0.1), 54: (0, -0.1)}, "lip_corner_depression"),
+])
+def test_each_expression_movement_raises_its_feature(moves, feature):
+    clean = _neutral_face()
+    change = expression_change(clean, _moved(clean, moves))
+    assert change[feature] >= 0.05, change
+    assert change[feature] == max(change.values())  # the largest rise of all features
