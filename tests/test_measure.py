@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from faceprot.disguise.measure import FEATURES, expression_change, expression_features, eye_frame
 
 IOD = 60.0  # the synthetic face's eye centres are 60 px apart
@@ -94,3 +95,24 @@ def test_each_expression_movement_raises_its_feature(moves, feature):
     change = expression_change(clean, _moved(clean, moves))
     assert change[feature] >= 0.05, change
     assert change[feature] == max(change.values())  # the largest rise of all features
+
+
+def test_the_threshold_fit_keeps_neutral_pairs_under_the_cap():
+    """benchmarks/expression_thresholds.py's choice on made-up changes: emotion pairs whose lift and
+    width rise by about 0.1, neutral pairs spread about zero."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from expression_thresholds import MAX_FPR, fit_rule
+
+    rng = np.random.default_rng(1)
+    pos = [{"mouth_corner_lift": a, "mouth_width": b} for a, b in rng.normal(0.1, 0.05, (200, 2))]
+    neg = [{"mouth_corner_lift": a, "mouth_width": b} for a, b in rng.normal(0.0, 0.05, (200, 2))]
+    fit = fit_rule("happy", pos, neg)
+    chosen = fit["chosen"]
+    assert chosen["fpr"] <= MAX_FPR and chosen["tpr"] > 0.5 and fit["supported"]
+    t = chosen["thresholds"]
+    fpr = np.mean([c["mouth_corner_lift"] >= t["mouth_corner_lift"] and c["mouth_width"] >= t["mouth_width"]
+                   for c in neg])
+    assert fpr == pytest.approx(chosen["fpr"], abs=1e-3)
+    assert fit_rule("happy", neg, neg)["supported"] is False  # nothing to tell apart
