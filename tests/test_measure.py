@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from faceprot.disguise.measure import FEATURES, expression_change, expression_features, eye_frame
+from conftest import ROOT, load_manifest
+from faceprot.disguise.measure import (EMOTION_RULES, FEATURES, NO_FACE, RULE_FEATURES, expression_change,
+                                       expression_features, eye_frame, landmark_verdict, photo_landmarks)
 
 IOD = 60.0  # the synthetic face's eye centres are 60 px apart
 
@@ -79,6 +81,20 @@ def test_features_of_the_synthetic_face_are_in_inter_ocular_units():
     assert f["lip_corner_depression"] == pytest.approx(-9 / IOD)  # 57 is 9 px below the corners
 
 
+def test_a_synthetic_smile_is_happy_and_a_neutral_copy_is_not():
+    clean = _neutral_face()
+    smile = _moved(clean, {48: (-0.1, 0.1), 54: (0.1, 0.1)})  # corners up and out by 0.1 IOD
+    change = expression_change(clean, smile)
+    assert change["mouth_corner_lift"] == pytest.approx(0.1)
+    assert change["mouth_width"] == pytest.approx(0.2)
+    shown, details = landmark_verdict(clean, smile, "happy")
+    assert shown and details["face"] and all(details["passed"].values())
+    shown, details = landmark_verdict(clean, clean.copy(), "happy")
+    assert not shown and not any(details["passed"].values())
+    # the same smile on a photo taken turned and closer is still a smile
+    assert landmark_verdict(clean, _similarity(smile, 12, 1.8, (30, 5)), "happy")[0]
+
+
 @pytest.mark.parametrize("moves, feature", [
     ({48: (0, 0.1), 54: (0, 0.1)}, "mouth_corner_lift"),
     ({48: (-0.1, 0), 54: (0.1, 0)}, "mouth_width"),
@@ -95,6 +111,74 @@ def test_each_expression_movement_raises_its_feature(moves, feature):
     change = expression_change(clean, _moved(clean, moves))
     assert change[feature] >= 0.05, change
     assert change[feature] == max(change.values())  # the largest rise of all features
+
+
+def test_each_emotion_rule_names_the_issues_features():
+    assert RULE_FEATURES == {"happy": ("mouth_corner_lift", "mouth_width"),
+                             "surprise": ("brow_raise", "eye_opening"),
+                             "angry": ("inner_brow_lowering", "lip_press"),
+                             "sad": ("lip_corner_depression",)}
+    for emotion, rule in EMOTION_RULES.items():
+        assert rule.features == RULE_FEATURES[emotion]
+        if rule.supported:
+            assert set(rule.thresholds) == set(rule.features)
+            assert all(t > 0 for t in rule.thresholds.values())  # movement is asked for, never nothing
+        else:
+            assert rule.why
+
+
+def test_happy_needs_both_lift_and_width():
+    clean = _neutral_face()
+    wide_only = _moved(clean, {48: (-0.1, 0), 54: (0.1, 0)})
+    lifted_only = _moved(clean, {48: (0, 0.1), 54: (0, 0.1)})
+    frown = _moved(clean, {48: (-0.1, -0.1), 54: (0.1, -0.1)})
+    for points in (wide_only, lifted_only, frown):
+        assert not landmark_verdict(clean, points, "happy")[0]
+
+
+def test_unsupported_or_unknown_emotions_get_no_verdict():
+    clean = _neutral_face()
+    for emotion, rule in EMOTION_RULES.items():
+        if not rule.supported:
+            with pytest.raises(ValueError, match="does not support"):
+                landmark_verdict(clean, clean, emotion)
+    with pytest.raises(ValueError, match="no landmark rule"):
+        landmark_verdict(clean, clean, "disgust")
+
+
+def test_no_face_on_the_edited_photo_is_not_shown():
+    assert photo_landmarks(np.full((120, 120, 3), 128, np.uint8)) is None
+    shown, details = landmark_verdict(_neutral_face(), None, "happy")
+    assert not shown and details["face"] is False and details["reason"] == NO_FACE
+
+
+def test_a_real_photo_against_a_turned_and_resized_copy_shows_no_emotion():
+    """Tuning-split LFW photos (people 150 on): the landmarks re-detected on a copy turned by 6
+    degrees and enlarged 1.3 times are the photo's own expression, so no rule may fire."""
+    from faceprot.io import load_image
+
+    entries = load_manifest("lfw")
+    ids = list(dict.fromkeys(e["identity"] for e in entries))
+    tuning = set(ids[150:300])
+    photos = [e["path"] for e in entries if e["identity"] in tuning][:: 25][:8]
+    checked = 0
+    for path in photos:
+        rgb = load_image(path).rgb
+        clean = photo_landmarks(rgb)
+        assert clean is not None, path
+        h, w = rgb.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 6, 1.3)
+        turned = cv2.warpAffine(rgb, m, (int(w * 1.3), int(h * 1.3)), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT)
+        again = photo_landmarks(turned)
+        assert again is not None, path
+        assert landmark_verdict(clean, clean, "happy")[0] is False
+        for emotion, rule in EMOTION_RULES.items():
+            if rule.supported:
+                shown, details = landmark_verdict(clean, again, emotion)
+                assert not shown, (path, emotion, details)
+        checked += 1
+    assert checked == 8
 
 
 def test_the_threshold_fit_keeps_neutral_pairs_under_the_cap():

@@ -14,9 +14,12 @@ what the thresholds below were measured against (neutral-neutral pairs of the sa
 Points are ``(68, 2)`` in any pixel units (photo or canonical), float; everything here is numpy.
 
     >>> change = expression_change(clean_points, edited_points)
+    >>> ok, details = landmark_verdict(clean_points, edited_points, "happy")
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,4 +116,101 @@ RULE_FEATURES: dict[str, tuple[str, ...]] = {
 }
 
 
-__all__ = ["FEATURES", "RULE_FEATURES", "eye_frame", "expression_features", "expression_change"]
+@dataclass(frozen=True)
+class EmotionRule:
+    """An emotion is shown when every feature in ``thresholds`` rose by at least its value (IODs)
+    from the clean photo. ``thresholds`` is None for an unsupported emotion (``why`` says why):
+    no verdict can be given for it, and the app must not offer it."""
+
+    emotion: str
+    features: tuple[str, ...]
+    thresholds: dict[str, float] | None
+    why: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return self.thresholds is not None
+
+
+# The thresholds come from real photos, never from the benchmark faces the optimiser is judged on:
+# `python benchmarks/expression_thresholds.py` (2026-12-05, dev 2-core CPU; LFW people 150-299, the
+# tuning split: 750 photos, all with a face; the `expression` model called 139 neutral, 331 happy,
+# 9 surprise, 117 angry, 99 sad). Pairs of the same person: neutral photo -> emotion photo, against
+# 174 neutral -> neutral pairs (both orders). Among all threshold pairs, the one that confirms the
+# most emotion pairs while at most 10% of neutral pairs pass (benchmarks/results/
+# expression_thresholds.json; BENCHMARKS.md "Landmark measure of expression: thresholds"):
+# - happy, 181 pairs: lift >= 0.013 and width >= 0.0636 IOD confirm 68% of them, 9.8% of neutral
+#   pairs pass (it is also the balanced-accuracy optimum). Median changes on happy pairs: lift
+#   +0.070, width +0.145; neutral pairs' 90th percentiles: 0.061, 0.103.
+# - surprise: 4 pairs, too few to fix a threshold.
+# - angry, 83 pairs: at most 23% confirmed at <= 10% FPR (inner brows lower by a median 0.026 IOD;
+#   lips are not pressed: median -0.005); sad, 79 pairs: 8% (corners not lower: median -0.015).
+#   On LFW the model's angry and sad calls show no landmark movement to calibrate against.
+EMOTION_RULES: dict[str, EmotionRule] = {
+    "happy": EmotionRule("happy", RULE_FEATURES["happy"],
+                         {"mouth_corner_lift": 0.013, "mouth_width": 0.0636}),
+    "surprise": EmotionRule("surprise", RULE_FEATURES["surprise"], None,
+                            "too few real photo pairs to fix thresholds (4 on LFW's tuning split, "
+                            "15 needed)"),
+    "angry": EmotionRule("angry", RULE_FEATURES["angry"], None,
+                         "on real photos its features confirm only 23% of the expression model's "
+                         "angry pairs at a 10% false-positive rate"),
+    "sad": EmotionRule("sad", RULE_FEATURES["sad"], None,
+                       "on real photos its feature confirms only 8% of the expression model's sad "
+                       "pairs at a 10% false-positive rate"),
+}
+
+#: What :func:`landmark_verdict` reports for an output photo with no face: not protected.
+NO_FACE = "no face was found on the edited photo"
+
+
+def landmark_verdict(clean_points: np.ndarray, edited_points: np.ndarray | None,
+                     emotion: str) -> tuple[bool, dict]:
+    """Does the edited face show ``emotion`` against the same person's clean face?
+
+    Args:
+        clean_points: (68, 2) landmarks of the clean photo.
+        edited_points: (68, 2) landmarks re-detected on the edited photo, or None where no face was
+            found there (see :func:`photo_landmarks`): the verdict is then False, ``details["face"]``
+            False and ``details["reason"]`` :data:`NO_FACE`.
+        emotion: a key of :data:`EMOTION_RULES`.
+    Returns:
+        (shown, details): details has ``emotion``, ``face``, ``changes`` ({feature: edited - clean}
+        for all features), ``thresholds`` and ``passed`` ({feature: bool} for the rule's features).
+    Raises:
+        ValueError: an unknown emotion, or one the measure does not support (``EmotionRule.why``).
+    """
+    rule = EMOTION_RULES.get(emotion)
+    if rule is None:
+        raise ValueError(f"no landmark rule for {emotion!r}; rules exist for {', '.join(EMOTION_RULES)}")
+    if not rule.supported:
+        raise ValueError(f"the landmark measure does not support {emotion!r}: {rule.why}")
+    details = {"emotion": emotion, "face": edited_points is not None, "thresholds": dict(rule.thresholds)}
+    if edited_points is None:
+        return False, details | {"reason": NO_FACE}
+    change = expression_change(clean_points, edited_points)
+    passed = {f: bool(change[f] >= t) for f, t in rule.thresholds.items()}
+    return all(passed.values()), details | {"changes": change, "passed": passed}
+
+
+def photo_landmarks(rgb: np.ndarray, detector=None) -> np.ndarray | None:
+    """dlib's 68 points of the photo's largest face (faceprot's detection), or None where no usable
+    face is found (the benchmark counts that as not protected).
+
+    Args:
+        rgb: (H, W, 3) uint8 photo.
+        detector: as for :func:`faceprot.faces.detect_faces` (default dlib's HOG detector).
+    Returns:
+        (68, 2) float64 photo pixels, or None.
+    """
+    from ..errors import NoFaceError
+    from ..faces import find_faces
+
+    try:
+        return find_faces(rgb, "largest", detector)[0].landmarks68
+    except NoFaceError:
+        return None
+
+
+__all__ = ["FEATURES", "RULE_FEATURES", "EmotionRule", "EMOTION_RULES", "NO_FACE", "eye_frame",
+           "expression_features", "expression_change", "landmark_verdict", "photo_landmarks"]
