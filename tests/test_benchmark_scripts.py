@@ -22,6 +22,7 @@ from conftest import ROOT, load_manifest, shared_path
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cloak_device_time  # noqa: E402
 import cloak_tuning  # noqa: E402
+import expression_thresholds  # noqa: E402
 import fit_dlib_chip  # noqa: E402
 import landmark_spread  # noqa: E402
 import lfw_verification  # noqa: E402
@@ -174,3 +175,30 @@ def test_strength_closeups_writes_each_strength_at_full_resolution(tmp_path, cap
     for n, shot in shots.items():
         committed = np.asarray(Image.open(ROOT / "examples" / "strengths" / f"{n}.png").convert("RGB")).astype(int)
         assert np.array_equal(committed, shot), n
+
+
+def test_expression_thresholds_on_three_tuning_people_writes_valid_json(tmp_path, capsys):
+    faces = shared_path("assets", "faces", "lfw")
+    stored = RESULTS / "expression_thresholds.json"
+    before = _unchanged(stored)
+    out = tmp_path / "thresholds.json"
+    assert expression_thresholds.main(["--faces", str(faces), "--people", "150-152", "--out", str(out)]) == 0
+    assert _unchanged(stored) == before
+    report = json.loads(out.read_text())
+    ids = list(dict.fromkeys(e["identity"] for e in load_manifest("lfw")))
+    assert sorted({r["identity"] for r in report["records"]}) == sorted(ids[150:153])
+    assert report["photos"] == len(report["records"]) == 15
+    labels = {}
+    for r in report["records"]:
+        labels.setdefault(r["identity"], []).append(r["label"])
+        assert (r["features"] is None) == (r["label"] is None)
+    # neutral pairs in both orders; emotion pairs from each neutral photo to each emotion photo
+    neutral = sum(ls.count("neutral") * (ls.count("neutral") - 1) for ls in labels.values())
+    assert report["pairs"]["neutral"] == neutral
+    for emotion in ("happy", "surprise", "angry", "sad"):
+        n = sum(ls.count("neutral") * ls.count(emotion) for ls in labels.values())
+        assert report["pairs"][emotion] == n
+        assert (emotion in report["unsupported"]) or report["rules"][emotion]["supported"]
+        if n < 15:
+            assert emotion in report["unsupported"] and emotion not in report["rules"]
+    assert str(out) in capsys.readouterr().out
