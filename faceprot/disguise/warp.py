@@ -7,7 +7,7 @@ Conventions:
 * **Coordinates** are canonical pixels (:mod:`faceprot.canonical`), x right and y down, with pixel
   ``(row i, column j)``'s centre at ``(x, y) = (j, i)``: the convention of ``cv2.warpAffine``, which
   :func:`faceprot.canonical.align` uses, so ``Face.transform.matrix`` maps a face's 68 points to
-  exactly where they are in the aligned face (:func:`canonical_landmarks`).
+  exactly where they are in the aligned face (``Face.canonical_landmarks``).
 * **Grids** are ``torch.nn.functional.grid_sample`` grids ``(B, H, W, 2)`` with
   ``align_corners=False``, as everywhere else in the package (``faceprot.recognizers.base``):
   pixel ``x`` is normalised to ``(2 x + 1) / S - 1``; sampling is bilinear with
@@ -72,12 +72,6 @@ def border_anchors(size: int = CANONICAL_SIZE, step: int = ANCHOR_STEP) -> torch
     bottom = [(last - t, last) for t in ticks[:-1]]
     left = [(0.0, last - t) for t in ticks[:-1]]
     return torch.tensor(top + right + bottom + left, dtype=torch.float64)
-
-
-def canonical_landmarks(face) -> np.ndarray:
-    """(68, 2) float64: a :class:`~faceprot.faces.Face`'s 68 points in its canonical square."""
-    m = face.transform.matrix
-    return np.asarray(face.landmarks68, np.float64) @ m[:, :2].T + m[:, 2]
 
 
 def to_normalised(pixels: torch.Tensor, size: int = CANONICAL_SIZE) -> torch.Tensor:
@@ -417,7 +411,7 @@ def warp_face(canonical: torch.Tensor, points68: torch.Tensor, displacements: to
 
     Args:
         canonical: (B, 3, S, S) float in [0, 1].
-        points68: (B, 68, 2) the faces' landmarks in canonical pixels (:func:`canonical_landmarks`).
+        points68: (B, 68, 2) the faces' landmarks in canonical pixels (``Face.canonical_landmarks``).
         displacements: (B, 68, 2) canonical pixels.
         limit: enforce the hard limits first (:func:`limit_displacements`).
     Returns:
@@ -450,7 +444,7 @@ def warp_photo(photo, emotion: str, amount: float = 1.0, faces="largest", detect
     located = locate(photo, faces, detector)
 
     def edit(x: torch.Tensor, i: int) -> torch.Tensor:
-        pts = torch.from_numpy(canonical_landmarks(located.chosen[i])).to(x.dtype)[None]
+        pts = torch.from_numpy(located.chosen[i].canonical_landmarks).to(x.dtype)[None]
         with torch.no_grad():
             warped = warp_face(x, pts, template_displacements(pts, emotion, amount))
         return (warped - x)[0]
@@ -459,6 +453,6 @@ def warp_photo(photo, emotion: str, amount: float = 1.0, faces="largest", detect
 
 
 __all__ = ["MAX_MOVE", "MIN_DET", "EMOTIONS", "TEMPLATES", "ThinPlateSpline", "Limited", "border_anchors",
-           "canonical_landmarks", "to_normalised", "to_pixels", "identity_grid", "eye_frame",
+           "to_normalised", "to_pixels", "identity_grid", "eye_frame",
            "interocular_distance", "landmark_spline", "warp_grid", "sample", "jacobian_determinant",
            "cap_displacements", "limit_displacements", "template_displacements", "warp_face", "warp_photo"]
