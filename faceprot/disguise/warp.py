@@ -169,24 +169,25 @@ class ThinPlateSpline:
         q = points.double() / self.size
         offset = _kernel(_squared_distances(q, self.control)) @ self.weights
         offset = offset + self.affine[:, 0:1] + q @ self.affine[:, 1:]
-        return ((q + offset) * self.size).to(points.dtype)
+        return (points.double() + offset * self.size).to(points.dtype)
 
     def grid(self, step: int = GRID_STEP) -> torch.Tensor:
         """(B, S, S, 2) ``grid_sample`` grid (``align_corners=False``) of f on the square's pixels.
 
-        f is evaluated exactly on nodes about ``step`` px apart (``ceil((S - 1) / step) + 1`` per
-        side, the first and last on the outermost pixel centres; every pixel when ``step`` is 1)
-        and interpolated bilinearly between them.
+        f is evaluated exactly on the pixel centres whose x and y are multiples of ``step`` (plus
+        one row and column of nodes just past the last pixel when S - 1 is not a multiple) and
+        interpolated bilinearly between them; ``step=1`` evaluates it at every pixel.
         """
         s, b = self.size, self.control.shape[0]
-        n = min(s, -(-(s - 1) // step) + 1)
-        r = torch.linspace(0, s - 1, n, dtype=torch.float64, device=self.control.device)
+        n = -(-(s - 1) // step) + 1  # nodes per side, 0 .. (n - 1) * step >= s - 1
+        r = torch.arange(n, dtype=torch.float64, device=self.control.device) * step
         y, x = torch.meshgrid(r, r, indexing="ij")
         nodes = torch.stack([x, y], -1).reshape(1, -1, 2).expand(b, -1, -1)
         mapped = self(nodes).reshape(b, n, n, 2)  # float64: self() keeps its input's dtype
-        if n < s:
-            mapped = F.interpolate(mapped.permute(0, 3, 1, 2), size=(s, s), mode="bilinear",
-                                   align_corners=True).permute(0, 2, 3, 1)
+        if step > 1:
+            full = (n - 1) * step + 1  # node k lands exactly on pixel k * step
+            mapped = F.interpolate(mapped.permute(0, 3, 1, 2), size=(full, full), mode="bilinear",
+                                   align_corners=True).permute(0, 2, 3, 1)[:, :s, :s]
         return to_normalised(mapped, s).to(self.dtype)
 
 
