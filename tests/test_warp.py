@@ -163,6 +163,14 @@ def test_gradient_of_a_loss_on_the_warped_face_matches_finite_differences(lfw_fa
             assert float(g[0, i, k]) == pytest.approx(float(numeric), rel=0.02, abs=1e-9)
 
 
+def test_docstring_example_runs():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("faceprot.disguise.warp"))
+    assert result.attempted >= 3 and result.failed == 0
+
+
 def test_jacobian_determinant_of_known_maps():
     """Of the backward map, in pixel units: 1 for the identity, the product of scales for a
     stretch, negative for a mirror."""
@@ -198,14 +206,15 @@ def test_the_cap_clamps_each_point_norm_wise(lfw_face):
 def test_large_random_moves_come_out_within_the_limits(lfw_face):
     *_, pts = lfw_face
     iod = float(interocular_distance(pts))
-    for seed in range(2):
-        d = _random_moves(pts.shape, 0.5 * iod, seed)
-        lim = limit_displacements(pts, d)
-        assert float(lim.displacements.norm(dim=-1).max()) <= MAX_MOVE * iod + 1e-9
-        det = jacobian_determinant(warp_grid(pts, lim.displacements))  # measured again, on the output grid
-        assert float(det.min()) > MIN_DET and float(det.max()) < 1 / MIN_DET
-        assert float(lim.min_det) == pytest.approx(float(det.min()))
-        assert 0 < float(lim.factor) <= 1
+    two = torch.cat([pts, pts + 3.0])  # a batch: each face gets its own back-off
+    d = torch.cat([_random_moves(pts.shape, 0.5 * iod, seed) for seed in range(2)])
+    lim = limit_displacements(two, d)
+    assert float(lim.displacements.norm(dim=-1).max()) <= MAX_MOVE * iod + 1e-9
+    det = jacobian_determinant(warp_grid(two, lim.displacements))  # measured again, on the output grid
+    assert (det.amin((1, 2)) > MIN_DET).all() and (det.amax((1, 2)) < 1 / MIN_DET).all()
+    assert torch.allclose(lim.min_det, det.amin((1, 2)))
+    assert ((lim.factor > 0) & (lim.factor <= 1)).all()
+
 
 
 def test_a_folding_field_is_backed_off_until_it_no_longer_folds(lfw_face):

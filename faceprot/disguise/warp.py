@@ -209,7 +209,19 @@ def landmark_spline(points: torch.Tensor, displacements: torch.Tensor, size: int
 def warp_grid(points: torch.Tensor, displacements: torch.Tensor, size: int = CANONICAL_SIZE,
               regularisation: float = REGULARISATION, step: int = GRID_STEP) -> torch.Tensor:
     """(B, S, S, 2) backward sampling grid that moves ``points`` by ``displacements`` (see
-    :func:`landmark_spline`, :meth:`ThinPlateSpline.grid`), for ``grid_sample(..., align_corners=False)``."""
+    :func:`landmark_spline`, :meth:`ThinPlateSpline.grid`), for ``grid_sample(..., align_corners=False)``.
+
+    Example (three points; the third moves 4 px up)::
+
+        >>> p = torch.tensor([[[100.0, 120.0], [156.0, 120.0], [128.0, 170.0]]])
+        >>> d = torch.zeros_like(p); d[0, 2, 1] = -4.0
+        >>> warp_grid(p, d).shape
+        torch.Size([1, 256, 256, 2])
+        >>> bool((landmark_spline(p, d)(p + d) - p).abs().max() < 1e-3)  # output pixel at p + d reads p
+        True
+        >>> bool(torch.equal(warp_grid(p, torch.zeros_like(p)), identity_grid()))
+        True
+    """
     return landmark_spline(points, displacements, size, regularisation).grid(step)
 
 
