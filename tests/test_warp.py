@@ -305,7 +305,9 @@ def test_warp_photo_happy_on_a_real_face(lfw_face):
     from faceprot.canonical import region_mask
     from faceprot.faces import find_faces
 
-    picture, face, _, _ = lfw_face
+    from faceprot.canonical import to_pictures
+
+    picture, face, x, _ = lfw_face
     result = warp_photo(picture, "happy")
     before, after = picture.rgb, result.picture.rgb
     assert after.shape == before.shape and after.dtype == np.uint8
@@ -316,4 +318,7 @@ def test_warp_photo_happy_on_a_real_face(lfw_face):
     rise = _mouth_corners_in_frame(face.landmarks68)[:, 1] - _mouth_corners_in_frame(found.landmarks68)[:, 1]
     print(f"mouth corners rose {rise.round(3)} IOD (the template asks 0.06)")
     _save_before_after(before, after, face, "warp-happy")
+    canonical = np.concatenate(list(to_pictures(torch.cat([x, x + result.deltas[0][None]]))), 1)
+    cv2.imwrite(str(ARTIFACTS / "warp-happy-canonical-2x.png"),  # the face as the warp saw it
+                cv2.resize(canonical[..., ::-1], None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
     assert rise.mean() > 0.01
