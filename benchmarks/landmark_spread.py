@@ -15,7 +15,6 @@ from collections import defaultdict
 import numpy as np
 
 from _common import SHARED_FACES
-from faceprot.cloak.views import _canonical_landmarks
 from faceprot.datasets import load_faceset
 from faceprot.errors import NoFaceError
 from faceprot.faces import find_faces
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
                 f = find_faces(load_image(path).rgb)[0]
             except NoFaceError:
                 continue
-            marks.append(_canonical_landmarks(f, f.transform))
+            marks.append(f.canonical_landmarks)
         if len(marks) >= 2:
             m = np.array(marks)
             dists.append(np.linalg.norm(m[1:] - m[0], axis=-1))

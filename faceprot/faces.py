@@ -58,6 +58,11 @@ class Face:
     def transform(self) -> FaceTransform:
         return FaceTransform.from_points(self.points5)
 
+    @property
+    def canonical_landmarks(self) -> np.ndarray:
+        """(68, 2) float64: the 68 points in the face's canonical square (canonical pixels)."""
+        return np.hstack([self.landmarks68, np.ones((68, 1))]) @ self.transform.matrix.T
+
     def describe(self) -> str:
         x0, y0, x1, y1 = (int(round(v)) for v in self.box)
         return f"face at ({x0}, {y0})-({x1}, {y1}), {x1 - x0} px wide"

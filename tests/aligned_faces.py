@@ -29,7 +29,6 @@ def aligned_people(manifest: list[dict] | None = None, people: int = PEOPLE, per
         return {str(i): (d["faces"][d["identity"] == i], d["landmarks"][d["identity"] == i])
                 for i in dict.fromkeys(d["identity"].tolist())}
     from faceprot.canonical import align, to_pictures
-    from faceprot.cloak.views import _canonical_landmarks
     from faceprot.faces import detect_faces
     from faceprot.io import load_image
 
@@ -42,7 +41,7 @@ def aligned_people(manifest: list[dict] | None = None, people: int = PEOPLE, per
         found = detect_faces(rgb)
         if len(found) == 1:
             got[0].append(to_pictures(align(rgb, found[0].transform))[0])
-            got[1].append(_canonical_landmarks(found[0], found[0].transform))
+            got[1].append(found[0].canonical_landmarks)
         full = [k for k, v in out.items() if len(v[0]) >= per_person]
         if len(full) >= people:
             break

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..canonical import FaceTransform, align, stack, to_pictures
+from ..canonical import align, stack, to_pictures
 from ..errors import FaceprotError, NoFaceError
 from ..faces import Face, find_faces
 from ..generators import ViewGenerator, get_generator
@@ -49,7 +49,7 @@ def make_views(rgb: np.ndarray, face: Face, generator: str | ViewGenerator = "au
     """
     gen = get_generator(generator)
     images = [align(rgb, face.transform)]
-    marks = [_canonical_landmarks(face, face.transform)]
+    marks = [face.canonical_landmarks]
     round_seed = seed
     for _ in range(max_tries):
         need = n - (len(images) - 1)
@@ -61,12 +61,8 @@ def make_views(rgb: np.ndarray, face: Face, generator: str | ViewGenerator = "au
             except NoFaceError:
                 continue
             images.append(align(pic, f.transform))
-            marks.append(_canonical_landmarks(f, f.transform))
+            marks.append(f.canonical_landmarks)
         round_seed += 7919  # a fresh draw for the replacements
     if len(images) < 2:
         raise FaceprotError("Could not make any varied view of this face; try a clearer, more frontal selfie.")
     return Views(stack(images[: n + 1]), np.stack(marks[: n + 1]), gen.name)
-
-
-def _canonical_landmarks(face: Face, t: FaceTransform) -> np.ndarray:
-    return np.hstack([face.landmarks68, np.ones((68, 1))]) @ t.matrix.T
