@@ -175,6 +175,23 @@ def _apply_once(url: str, photo: Path = EXAMPLES / "obama-1.jpg", refine: int = 
     return client.predict(handle_file(str(MASK)), [handle_file(str(photo))], "largest", refine, api_name="/apply")
 
 
+def _at_once(n: int, url: str, *args) -> tuple[list, list, list]:
+    """``n`` /apply calls sent together: (the verdicts of those done, the queue-full refusals,
+    anything else that went wrong)."""
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(_apply_once, url, *args) for _ in range(n)]
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(("done", f.result()[0]))
+            except Exception as e:  # noqa: BLE001 - sorted below, anything else fails
+                outcomes.append((type(e).__name__, str(e)))
+    done = [text for kind, text in outcomes if kind == "done"]
+    full = [text for kind, text in outcomes if kind != "done" and "Queue is full" in text]
+    others = [o for o in outcomes if o[0] != "done" and "Queue is full" not in o[1]]
+    return done, full, others
+
+
 def _served(url: str) -> tuple[str, str]:
     """(server path, URL) of the protected photo that one /apply call made."""
     *_, download = _apply_once(url, download=False)
@@ -222,22 +239,12 @@ def test_a_full_queue_turns_requests_away_and_the_upload_cap_holds(tmp_path):
     server = Server(tmp_path / "data", FACEPROT_CONCURRENCY=1, FACEPROT_QUEUE_SIZE=5,
                     FACEPROT_MAX_UPLOAD_MB=2).start()
     try:
-        with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(_apply_once, server.url, EXAMPLES / "obama-2.jpg", 10) for _ in range(12)]
-            outcomes = []
-            for f in futures:
-                try:
-                    outcomes.append(("done", f.result()[0]))
-                except Exception as e:  # noqa: BLE001 - sorted below, anything else fails
-                    outcomes.append((type(e).__name__, str(e)))
-        full = [o for o in outcomes if "Queue is full" in o[1]]
-        done = [o for o in outcomes if o[0] == "done"]
+        done, full, others = _at_once(12, server.url, EXAMPLES / "obama-2.jpg", 10)
         print(f"12 clients, 1 worker, a queue of 5: {len(done)} done, {len(full)} told the queue is full")
-        others = [o for o in outcomes if o not in full and o not in done]
         assert not others, others
         assert full, "12 requests at once never filled a queue of 5"
         assert len(done) >= 6, outcomes  # the running one and the five that waited
-        assert all("Mask applied to 1 of 1 photo(s)" in text for _, text in done)
+        assert all("Mask applied to 1 of 1 photo(s)" in text for text in done)
         assert server.proc.poll() is None
 
         # an upload over the cap is refused by the server before anything reads it
@@ -271,20 +278,11 @@ def app_module(app_url):
 
 @pytest.mark.slow
 def test_twenty_clients_at_once_each_get_a_result_or_the_queue_full_answer(server_url, app_module):
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        futures = [pool.submit(_apply_once, server_url) for _ in range(20)]
-        outcomes = []
-        for f in futures:
-            try:
-                outcomes.append(("done", f.result()[0]))
-            except Exception as e:  # noqa: BLE001 - sorted below, anything else fails
-                outcomes.append((type(e).__name__, str(e)))
-    done = [o for o in outcomes if o[0] == "done"]
-    full = [o for o in outcomes if "Queue is full" in o[1]]
+    done, full, others = _at_once(20, server_url)
     print(f"20 clients at once: {len(done)} done, {len(full)} told the queue is full")
-    assert len(done) + len(full) == 20, [o for o in outcomes if o not in done and o not in full]
+    assert not others and len(done) + len(full) == 20, others
     assert len(done) >= app_module.QUEUE_SIZE, outcomes  # the queue takes at least its size
-    assert all(text.startswith("On obama-1.jpg") for _, text in done)
+    assert all(text.startswith("On obama-1.jpg") for text in done)
     assert httpx.get(server_url + "/gradio_api/info").status_code == 200  # still up
 
 
