@@ -357,6 +357,7 @@ def _make_mask(selfie, strength, names, seed, generator, remember_me, device, pr
     protected = apply_mask(located, result.mask, device=device)
     progress(0.95, desc="Scoring before and after")
     scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
+    protected.deltas = [d.detach().cpu() for d in protected.deltas]  # a ZeroGPU worker pickles this back
     return _Made(located, result.mask, result.teaching_maps(), len(result.views.images),
                  result.seconds["total"], protected, scores)
 

@@ -471,3 +471,21 @@ def test_a_labelled_message_reads_as_one_sentence(app_module, tmp_path):
     empty.write_bytes(b"")
     verdict = app_module.validate_check(str(EXAMPLES / "biden.jpg"), str(empty))[1]
     assert verdict["message"].startswith("Photo B, the image file empty.jpg is empty (0 bytes)"), verdict
+
+
+@pytest.mark.slow
+def test_what_a_gpu_protect_returns_survives_the_trip_back_from_a_zerogpu_worker(app_module):
+    """ZeroGPU runs the GPU function in a forked worker and pickles its arguments and its result;
+    what it returns must pickle, and hold nothing on a GPU."""
+    import pickle
+
+    import gradio as gr
+    import torch
+
+    args = (str(EXAMPLES / "obama-selfie.jpg"), "low", ["dlib-resnet"], 0, "augment", False)
+    pickle.loads(pickle.dumps((*args, gr.Progress())))
+    made = app_module._make_mask(*args, "cpu", lambda *a, **k: None)
+    back = pickle.loads(pickle.dumps(made))
+    assert back.mask.preset == "low" and back.protected.png() == made.protected.png()
+    assert back.protected.deltas and all(isinstance(d, torch.Tensor) and d.device.type == "cpu"
+                                         for d in back.protected.deltas)
