@@ -12,7 +12,8 @@ diffusion model):
 * the **warp coefficients** ``c`` (K numbers): the displacements of the 68 landmarks are
   ``d = limit(sum_k c_k B_k)``, with ``B_k`` the emotion's basis (:func:`expression_basis`) and
   ``limit`` the hard limits (:func:`~.warp.limit_displacements`);
-* the **additive perturbation** ``a`` (3 x 256 x 256), ``|a| <= eps``.
+* the **additive perturbation** ``a`` (3 x 256 x 256), ``|a| <= eps`` on the face
+  (:func:`face_region`: jaw, brows and forehead, feathered) and 0 off it.
 
     warp_only = W(x; d(c))            final = clip(warp_only + a, 0, 1)
     L_E(c)    = -log p_emotion(warp_only) + w_t |d - T|^2 / |T|^2 + w_l laplacian(s + d, s)
@@ -36,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -170,6 +172,36 @@ def expression_basis(points68: torch.Tensor, emotion: str) -> tuple[torch.Tensor
     dirs = torch.stack([named[n] for n in names], 1)  # (B, K, 68, 2), frame, IOD units
     pixels = iod[:, None] * (dirs @ frame.transpose(-1, -2)[:, None])
     return pixels, names
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the additive part may go
+# ------------------------------------------------------------------------------------------------
+
+#: The forehead is included by lifting the brows (17-26) this many IODs up the face.
+FOREHEAD_IOD = 0.35
+#: The face region's edge is feathered by a Gaussian of this many canonical pixels.
+REGION_FEATHER = 3.0
+
+
+def face_region(points68: np.ndarray, size: int = 256) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: where the additive perturbation may go, the face itself.
+
+    The convex hull of the jaw (0-16) and the brows lifted by :data:`FOREHEAD_IOD` (the forehead),
+    feathered by :data:`REGION_FEATHER` px. Outside it the budget is 0: 4/255 of structured noise
+    shows on a flat background (the first run's artifact: wavy lines on the white wall beside an
+    LFW face), and the recognizers read the face, not the wall.
+
+    Args:
+        points68: (68, 2) canonical landmarks, pixels.
+    """
+    p = np.asarray(points68, dtype=np.float64)
+    iod = float(interocular_distance(torch.from_numpy(p)))
+    up = -eye_frame(torch.from_numpy(p))[:, 1].numpy()  # the frame's y axis points down the face
+    outline = np.concatenate([p[0:17], p[17:27] + FOREHEAD_IOD * iod * up])
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(outline).astype(np.int32)), 1.0)
+    return cv2.GaussianBlur(mask, (0, 0), REGION_FEATHER)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -308,14 +340,16 @@ class EmotionDisguise:
         template = basis[:, 0]
         template_norm2 = template.pow(2).sum()
         sign = -1.0 if impersonate else 1.0  # L_A = sign * mean similarity to the reference
-        eps = torch.tensor(cfg.eps, dtype=x.dtype, device=dev)
+        region = torch.from_numpy(face_region(points[0].cpu().numpy(), x.shape[-1])).to(dev, x.dtype)
+        eps = cfg.eps * region[None, None]  # (1, 1, S, S) per-pixel budget: eps on the face, 0 off it
 
         coeffs = torch.zeros(len(names), dtype=torch.float64, device=dev)
         coeffs[0] = 1.0  # start from the template
         coeffs.requires_grad_(True)
         gen = torch.Generator().manual_seed(seed)
         start = (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * cfg.alpha
-        additive = (start.to(dev) if cfg.random_start else torch.zeros_like(x)).requires_grad_(True)
+        start = project(start.to(dev), eps) if cfg.random_start else torch.zeros_like(x)
+        additive = start.requires_grad_(True)
         adam = torch.optim.Adam([coeffs], lr=cfg.lr)
         projector = GradientProjector(cfg.projection, ema=cfg.ema)
 
@@ -344,7 +378,7 @@ class EmotionDisguise:
                 (g,) = torch.autograd.grad(sign * sim, seen)
                 g_seen += g / len(self.surrogates)
                 g_sign += unit_scale(g)
-                sims[s.name] = float(sim)
+                sims[s.name] = float(sim.detach())
             w = cfg.identity_weight
             (g_a,) = torch.autograd.grad(final, coeffs, grad_outputs=w * g_seen, retain_graph=True)
             (g_add,) = torch.autograd.grad(final, additive, grad_outputs=w * g_sign)
@@ -353,8 +387,8 @@ class EmotionDisguise:
             coeffs.grad = direction
             adam.step()
             sign_step(additive, g_add, cfg.alpha, eps)
-            losses.append({"log_p": float(log_p), "template": float(closeness), "laplacian": float(smooth),
-                           "expression": float(loss_e), "identity": sign * float(np.mean(list(sims.values()))),
+            losses.append({"log_p": log_p.item(), "template": closeness.item(), "laplacian": smooth.item(),
+                           "expression": loss_e.item(), "identity": sign * float(np.mean(list(sims.values()))),
                            "similarity": sims, "cosine": record.cosine, "conflict": record.conflict,
                            "fallback": record.fallback})
             if progress:
@@ -537,5 +571,5 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
 
 
 __all__ = ["disguise", "DisguiseResult", "FaceDisguise", "EmotionDisguise", "DisguiseConfig", "expression_basis",
-           "DIRECTIONS", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError", "LandmarkError", "check_emotion",
+           "DIRECTIONS", "face_region", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError", "LandmarkError", "check_emotion",
            "check_landmarks", "target_embeddings", "faces_matching"]
