@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..attack import device_of, project, sign_step, similarity, unit_scale
-from ..canonical import align, paste_back
+from ..canonical import align, paste_back, region_weight
 from ..errors import FaceprotError, NoFaceError
 from ..expression import load_expression_model
 from ..faces import Face, Selection, select_faces
@@ -54,8 +54,8 @@ from .measure import EMOTION_RULES
 from .projection import MODES, GradientProjector
 from .smoothness import laplacian_loss
 from .warp import (
-    EMOTIONS, MOUTH, TEMPLATES, _mouth_follows, eye_centres, eye_frame,
-    interocular_distance, jacobian_determinant, limit_displacements, sample, warp_grid,
+    EMOTIONS, MOUTH, TEMPLATES, _mouth_follows, eye_centres, eye_frame, identity_grid,
+    interocular_distance, jacobian_determinant, limit_displacements, sample, to_pixels, warp_grid,
 )
 
 Progress = Callable[[float, str], None]
@@ -435,6 +435,48 @@ class EmotionDisguise:
 # ------------------------------------------------------------------------------------------------
 
 
+def paste_warp(rgb: np.ndarray, transform, points: torch.Tensor, displacements: torch.Tensor) -> np.ndarray:
+    """The landmark warp applied to the photo itself, at its own resolution.
+
+    Pasting the canonical delta ``warped - clean`` (256 px) back into a photo whose face is larger
+    than the canonical square leaves the photo's fine detail where it was and adds a blurred,
+    moved copy: on a 626 x 1200 photo the nasolabial fold showed twice. Here every photo pixel p
+    of the face region reads the photo at ``M^-1 g(M p)`` (M: photo -> canonical, g: the warp's
+    backward map, interpolated from its canonical grid), blended in with the feathered region
+    weight as :func:`faceprot.canonical.paste_back` does; pixels outside the face square are
+    left as they are, bit for bit.
+
+    Args:
+        rgb: (H, W, 3) uint8.  transform: the face's :class:`~faceprot.canonical.FaceTransform`.
+        points, displacements: (68, 2) canonical pixels (:class:`FaceDisguise`'s).
+    Returns:
+        (H, W, 3) uint8.
+    """
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = transform.region_bbox(w, h)
+    out = rgb.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    grid = warp_grid(points[None].double(), displacements[None].double())
+    moves = (to_pixels(grid) - to_pixels(identity_grid(dtype=torch.float64)))[0].numpy().astype(np.float32)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    m = transform.matrix
+    qx = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.float32)  # canonical coordinates
+    qy = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.float32)
+    look = dict(interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    sx = qx + cv2.remap(np.ascontiguousarray(moves[..., 0]), qx, qy, **look)
+    sy = qy + cv2.remap(np.ascontiguousarray(moves[..., 1]), qx, qy, **look)
+    weight = cv2.remap(region_weight(), qx, qy, **look)[..., None]
+    inv = transform.inverse
+    px = (inv[0, 0] * sx + inv[0, 1] * sy + inv[0, 2]).astype(np.float32)
+    py = (inv[1, 0] * sx + inv[1, 1] * sy + inv[1, 2]).astype(np.float32)
+    warped = cv2.remap(rgb, px, py, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    patch = rgb[y0:y1, x0:x1].astype(np.float32)
+    blended = patch + weight * (warped.astype(np.float32) - patch)
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
 @dataclass
 class DisguiseResult:
     """A disguised photo and what was done to it.
@@ -570,12 +612,17 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
         records.append(FaceDisguise(face=located.chosen[i], **out))
         return out["final"] - x[0].cpu()
 
+    def paste(rgb: np.ndarray, i: int, delta: torch.Tensor) -> np.ndarray:
+        """The warp at the photo's resolution, then the additive part on top."""
+        r = records[i]
+        return paste_back(paste_warp(rgb, r.face.transform, r.points, r.displacements), r.face.transform, r.additive)
+
     t = time.perf_counter()
-    protected = protect_faces(located, edit)
+    protected = protect_faces(located, edit, paste)
     t_opt = time.perf_counter() - t
     rgb = located.picture.rgb
     for r in records:  # the warp alone, pasted the same way, for comparison
-        rgb = paste_back(rgb, r.face.transform, r.warp_only - r.clean)
+        rgb = paste_warp(rgb, r.face.transform, r.points, r.displacements)
     say(1.0, "Done")
     return DisguiseResult(protected, located.picture.with_rgb(rgb), records, emotion, strength, seed,
                           target is not None, names, cfg,
@@ -584,4 +631,4 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
 
 __all__ = ["disguise", "DisguiseResult", "FaceDisguise", "EmotionDisguise", "DisguiseConfig", "expression_basis",
            "DIRECTIONS", "face_region", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError", "LandmarkError", "check_emotion",
-           "check_landmarks", "target_embeddings", "faces_matching"]
+           "check_landmarks", "target_embeddings", "faces_matching", "paste_warp"]
