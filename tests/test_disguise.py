@@ -16,6 +16,7 @@ from conftest import ROOT
 from faceprot.canonical import align, region_mask, to_pictures
 from faceprot.disguise.engine import (
     DIRECTIONS, OFFERED, STRENGTHS, EmotionError, check_emotion, disguise, expression_basis, face_region,
+    paste_warp,
 )
 from faceprot.disguise.warp import (
     MAX_MOVE, MIN_DET, eye_frame, interocular_distance, jacobian_determinant, template_displacements, warp_grid,
@@ -160,6 +161,18 @@ def test_dodging_lowers_the_similarity_to_the_clean_face_below_the_warp_alone(lf
     assert float(sims[1]) < float(sims[0]) - 0.1
     rec = dodged.faces[0].similarity["dlib-resnet"]
     assert rec["final"] < rec["warp_only"]
+
+
+def test_paste_warp_of_no_move_is_the_photo_bit_for_bit_and_a_move_stays_in_the_square(lfw_picture):
+    from faceprot.faces import find_faces
+
+    face = find_faces(lfw_picture.rgb)[0]
+    pts = torch.from_numpy(face.canonical_landmarks)
+    rgb = lfw_picture.rgb
+    assert np.array_equal(paste_warp(rgb, face.transform, pts, torch.zeros_like(pts)), rgb)
+    moved = paste_warp(rgb, face.transform, pts, template_displacements(pts, "happy"))
+    outside = ~region_mask(rgb.shape[:2], face.transform)
+    assert np.array_equal(moved[outside], rgb[outside]) and not np.array_equal(moved, rgb)
 
 
 # ------------------------------------------------------------------------------------------------
