@@ -219,6 +219,19 @@ def test_impersonation_moves_towards_the_target(lfw_picture, lfw_manifest):
     assert r.target and rec["final"] > rec["warp_only"]
 
 
+@pytest.mark.slow
+def test_faces_me_picks_the_person_of_the_reference_photo(lfw_picture, lfw_manifest):
+    me = lfw_manifest[0]
+    same = next(e for e in lfw_manifest[1:] if e["identity"] == me["identity"])
+    other = next(e for e in lfw_manifest if e["identity"] != me["identity"])
+    r = disguise(lfw_picture, faces="me", me=same["path"], steps=1, surrogates=["dlib-resnet"])
+    assert len(r.faces) == 1
+    with pytest.raises(NoFaceError, match="None of the faces"):
+        disguise(lfw_picture, faces="me", me=other["path"], steps=1, surrogates=["dlib-resnet"])
+    with pytest.raises(FaceprotError, match="needs a photo of you"):
+        disguise(lfw_picture, faces="me", steps=1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Errors a user can cause
 # ------------------------------------------------------------------------------------------------
