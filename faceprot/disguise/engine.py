@@ -3,8 +3,9 @@ landmark warp, and its identity hidden by the warp and a small additive perturba
 
     photo -> faces (:func:`faceprot.protect.locate`) -> canonical face and its 68 points
     -> the emotion's expression space (a few landmark directions) -> :class:`EmotionDisguise`
-    (the dual-objective loop) -> delta = final - clean -> paste back
-    (:func:`faceprot.protect.protect_faces`) -> photo
+    (the dual-objective loop) -> paste back by :func:`faceprot.protect.protect_faces` with the
+    disguise's paste: the warp resamples the photo at its own resolution (:func:`paste_warp`),
+    then the additive part is added (:func:`faceprot.canonical.paste_back`) -> photo
 
 The two objectives and the two variables (MAP, FACTS.md section 7, on a warp instead of a
 diffusion model):
