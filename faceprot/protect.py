@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .canonical import align, paste_back
@@ -26,6 +27,9 @@ from .io import ImageSource, Picture, encode_png, load_image
 
 #: A method's edit of one face: (canonical face (1, 3, S, S) in [0, 1], face index) -> delta (3, S, S).
 FaceEdit = Callable[[torch.Tensor, int], torch.Tensor]
+#: How a face's edit goes into the photo: (photo (H, W, 3) uint8, face index, the edit's delta) ->
+#: photo. Default: :func:`faceprot.canonical.paste_back` of the delta.
+FacePaste = Callable[[np.ndarray, int, torch.Tensor], np.ndarray]
 
 
 @dataclass
@@ -90,20 +94,22 @@ class Protected:
         return encode_png(self.picture)
 
 
-def protect_faces(located: Located, edit: FaceEdit | torch.Tensor) -> Protected:
+def protect_faces(located: Located, edit: FaceEdit | torch.Tensor, paste: FacePaste | None = None) -> Protected:
     """Run a method's edit on every chosen face and paste each delta back into the photo.
 
     ``edit`` is a function of the aligned face, or one fixed delta (3, S, S) for every face (a
     universal mask as it is: then no face is aligned). Faces are handled one after another on
     the photo as it is being protected, so where two face regions overlap the second face is
-    aligned from the already protected pixels.
+    aligned from the already protected pixels. ``paste`` replaces the default paste-back of the
+    delta where a method changes the photo in another way (the disguise's warp resamples the
+    photo itself, at its own resolution).
     """
     out = located.picture.rgb
     deltas = []
     for i, f in enumerate(located.chosen):
         d = edit if isinstance(edit, torch.Tensor) else edit(align(out, f.transform), i)
         deltas.append(d)
-        out = paste_back(out, f.transform, d)
+        out = paste_back(out, f.transform, d) if paste is None else paste(out, i, d)
     return Protected(located.picture.with_rgb(out), located.chosen, deltas, list(located.notices))
 
 
@@ -113,4 +119,4 @@ def changed_region(picture: Picture, face: Face) -> tuple[int, int, int, int]:
     return face.transform.region_bbox(w, h)
 
 
-__all__ = ["Located", "locate", "as_picture", "Protected", "protect_faces", "FaceEdit", "changed_region"]
+__all__ = ["Located", "locate", "as_picture", "Protected", "protect_faces", "FaceEdit", "FacePaste", "changed_region"]
