@@ -22,6 +22,7 @@ from conftest import ROOT, load_manifest, shared_path
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cloak_device_time  # noqa: E402
 import cloak_tuning  # noqa: E402
+import disguise_timing  # noqa: E402
 import expression_thresholds  # noqa: E402
 import fit_dlib_chip  # noqa: E402
 import landmark_spread  # noqa: E402
@@ -202,3 +203,14 @@ def test_expression_thresholds_on_three_tuning_people_writes_valid_json(tmp_path
         if n < 15:
             assert emotion in report["unsupported"] and emotion not in report["rules"]
     assert str(out) in capsys.readouterr().out
+
+
+def test_disguise_timing_times_a_photo_and_an_lfw_face(capsys):
+    """Its one mode, on one real-size photo and one LFW face, with 2 optimisation steps."""
+    shared_path("assets", "faces", "photos")
+    shared_path("assets", "faces", "lfw")
+    summary = disguise_timing.main(["--photos", "1", "--lfw", "1", "--steps", "2"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["set"] for r in rows[:-1]] == ["photos", "lfw"]
+    assert all(r["seconds"] > 0 and r["max_move_iod"] <= 0.12 + 1e-6 and r["min_det"] > 0.3 for r in rows[:-1])
+    assert set(summary) >= {"photos", "lfw", "threads", "steps"} and summary["steps"] == 2
