@@ -170,6 +170,53 @@ def _cmd_apply(args) -> int:
     return 0
 
 
+def _cmd_disguise(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .disguise.engine import check_emotion, disguise
+    from .io import load_image
+    from .report import output_names
+    from .runtime import configure_threads, resolve_device
+
+    configure_threads()
+    check_emotion(args.emotion)  # an unknown or unoffered emotion fails once, before any photo
+    device = resolve_device(args.device)
+    photos = _photo_list(args.photos)
+    if not photos:
+        raise FaceprotError("No photos given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
+    target = None
+    if args.target:
+        target = load_image(args.target)  # a bad target fails once, naming it
+    one_file = len(photos) == 1 and str(args.output).lower().endswith(".png")
+    out_dir = Path(args.output).parent if one_file else Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [Path(args.output)] if one_file else [out_dir / n.replace("-protected", f"-{args.emotion}", 1)
+                                                    for n in output_names(photos)]
+    overrides = {"steps": args.steps} if args.steps else {}
+    failures, lines = [], []
+    for p, out in zip(tqdm(photos, desc="disguise", unit="photo"), targets):
+        t = time.perf_counter()
+        try:
+            if out.exists() and not args.force:
+                raise FaceprotError(f"{out} already exists (pass --force to overwrite)")
+            result = disguise(p, args.emotion, target=target, strength=args.strength, seed=args.seed,
+                              device=device, **overrides)
+            out.write_bytes(result.png())
+            lines.append(f"ok    {p} -> {out}: {len(result.faces)} face(s), {time.perf_counter() - t:.1f} s")
+        except (FaceprotError, OSError) as e:
+            failures.append(p)
+            lines.append(f"FAIL  {p}: {e}")
+    for line in lines:
+        print(line)
+    print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) disguised, written to {out_dir}/")
+    if failures:
+        print(f"{len(failures)} failed: " + ", ".join(str(f) for f in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
 DEVICE_HELP = "where the optimisation runs: auto (a GPU if there is one), cpu or cuda (default auto)"
 
 
@@ -215,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto", help=DEVICE_HELP.replace("optimisation", "refinement"))
     a.add_argument("--force", action="store_true", help="overwrite existing outputs")
     a.set_defaults(func=_cmd_apply)
+
+    d = sub.add_parser("disguise", help="give faces an expression that face recognition does not match "
+                                        "(the emotion disguise's warp engine)")
+    d.add_argument("photos", nargs="+", help="photos or folders of photos")
+    d.add_argument("--emotion", default="happy", help="the expression to give (offered now: happy)")
+    d.add_argument("--target", help="a photo of someone to be matched to instead (default: just not you)")
+    d.add_argument("-o", "--output", default="disguised",
+                   help="output folder (default: disguised/), or a .png file name for one photo")
+    d.add_argument("--strength", choices=["low", "medium", "high"], default="medium",
+                   help="the additive part's budget: 2, 4 (default) or 8 levels of 255")
+    d.add_argument("--seed", type=int, default=0, help="same photo + same seed = same output (default 0)")
+    d.add_argument("--steps", type=int, help="optimisation steps (default: the engine's, 40)")
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
+    d.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    d.set_defaults(func=_cmd_disguise)
     return p
 
 

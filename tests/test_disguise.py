@@ -7,6 +7,8 @@ part in the pasted photo (the output minus the warp-only photo).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -254,3 +256,37 @@ def test_a_photo_without_a_face_is_refused():
 def test_a_target_without_a_face_is_refused(lfw_picture):
     with pytest.raises(NoFaceError, match="The target photo has no usable face"):
         disguise(lfw_picture, target=np.full((160, 160, 3), 128, np.uint8), steps=1)
+
+
+@pytest.mark.slow
+def test_cli_disguises_a_folder_with_one_broken_file_and_refuses_bad_emotions(tmp_path, capsys, lfw_manifest):
+    """`faceprot disguise FOLDER --emotion happy`: the good photos are written as PNGs named after
+    them, the broken one is named in a FAIL line, the exit status is 1; an unoffered emotion and a
+    single-file output work as the help says."""
+    import shutil
+
+    from faceprot.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    people = list(dict.fromkeys(e["identity"] for e in lfw_manifest))[:2]
+    firsts = [next(e for e in lfw_manifest if e["identity"] == p) for p in people]
+    for e in firsts:
+        shutil.copy(e["path"], photos)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    rc = main(["disguise", str(photos), "--emotion", "happy", "--steps", "3", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 1, captured
+    assert "FAIL" in captured.out and "broken.jpg" in captured.out
+    assert "2 of 3 photo(s) disguised" in captured.out
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{Path(e['path']).stem}-happy.png" for e in firsts)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in out.iterdir())
+    assert main(["disguise", str(photos), "--emotion", "sad", "-o", str(out)]) == 2
+    assert "does not offer 'sad'" in capsys.readouterr().err
+    one = tmp_path / "me-happy.png"
+    assert main(["disguise", firsts[0]["path"], "--steps", "2", "-o", str(one)]) == 0
+    assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["disguise", firsts[0]["path"], "--steps", "2", "-o", str(one)]) == 1  # never overwrites silently
+    assert "already exists" in capsys.readouterr().out
