@@ -123,10 +123,6 @@ def _photo_list(items: list[str]) -> list:
 
 
 def _cmd_apply(args) -> int:
-    import time
-
-    from tqdm import tqdm
-
     from .cloak import PersonalMask, apply_mask
     from .report import output_names
     from .runtime import configure_threads, resolve_device
@@ -146,24 +142,38 @@ def _cmd_apply(args) -> int:
         except ValueError:
             raise FaceprotError(f"--faces must be largest, all, me or face numbers like 0,2; not {faces!r}.") from None
     targets = [out_dir / n for n in output_names(photos)]
+    def protect(p, target):
+        result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed, device=device)
+        target.write_bytes(result.png())
+        h, w = result.picture.rgb.shape[:2]
+        note = ("; " + " ".join(result.notices)) if result.notices else ""
+        return f"{len(result.faces)} face(s) protected, {w}x{h}", note
+
+    return _each_photo(photos, targets, args.force, protect, "apply", "protected", out_dir)
+
+
+def _each_photo(photos, targets, force: bool, work, desc: str, done: str, out_dir: Path) -> int:
+    """The per-photo loop of apply and disguise: ``work(photo, target) -> (what, note)`` writes
+    one output; a photo that fails is named in a FAIL line and the others still go on. Exit
+    status 1 if any failed."""
+    import time
+
+    from tqdm import tqdm
+
     failures, lines = [], []
-    for p, target in zip(tqdm(photos, desc="apply", unit="photo"), targets):
+    for p, target in zip(tqdm(photos, desc=desc, unit="photo"), targets):
         t = time.perf_counter()
         try:
-            if target.exists() and not args.force:
+            if target.exists() and not force:
                 raise FaceprotError(f"{target} already exists (pass --force to overwrite)")
-            result = apply_mask(p, mask, faces=faces, refine=args.refine, seed=args.seed, device=device)
-            target.write_bytes(result.png())
-            h, w = result.picture.rgb.shape[:2]
-            note = ("; " + " ".join(result.notices)) if result.notices else ""
-            lines.append(f"ok    {p} -> {target}: {len(result.faces)} face(s) protected, {w}x{h}, "
-                         f"{time.perf_counter() - t:.2f} s{note}")
+            what, note = work(p, target)
+            lines.append(f"ok    {p} -> {target}: {what}, {time.perf_counter() - t:.2f} s{note}")
         except (FaceprotError, OSError) as e:
             failures.append(p)
             lines.append(f"FAIL  {p}: {e}")
     for line in lines:
         print(line)
-    print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) protected, written to {out_dir}/")
+    print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) {done}, written to {out_dir}/")
     if failures:
         print(f"{len(failures)} failed: " + ", ".join(str(f) for f in failures), file=sys.stderr)
         return 1
@@ -171,10 +181,6 @@ def _cmd_apply(args) -> int:
 
 
 def _cmd_disguise(args) -> int:
-    import time
-
-    from tqdm import tqdm
-
     from .disguise.engine import check_emotion, disguise
     from .io import load_image
     from .report import output_names
@@ -195,26 +201,13 @@ def _cmd_disguise(args) -> int:
     targets = [Path(args.output)] if one_file else [out_dir / n.replace("-protected", f"-{args.emotion}", 1)
                                                     for n in output_names(photos)]
     overrides = {"steps": args.steps} if args.steps else {}
-    failures, lines = [], []
-    for p, out in zip(tqdm(photos, desc="disguise", unit="photo"), targets):
-        t = time.perf_counter()
-        try:
-            if out.exists() and not args.force:
-                raise FaceprotError(f"{out} already exists (pass --force to overwrite)")
-            result = disguise(p, args.emotion, target=target, strength=args.strength, seed=args.seed,
-                              device=device, **overrides)
-            out.write_bytes(result.png())
-            lines.append(f"ok    {p} -> {out}: {len(result.faces)} face(s), {time.perf_counter() - t:.1f} s")
-        except (FaceprotError, OSError) as e:
-            failures.append(p)
-            lines.append(f"FAIL  {p}: {e}")
-    for line in lines:
-        print(line)
-    print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) disguised, written to {out_dir}/")
-    if failures:
-        print(f"{len(failures)} failed: " + ", ".join(str(f) for f in failures), file=sys.stderr)
-        return 1
-    return 0
+    def disguised(p, out):
+        result = disguise(p, args.emotion, target=target, strength=args.strength, seed=args.seed,
+                          device=device, **overrides)
+        out.write_bytes(result.png())
+        return f"{len(result.faces)} face(s)", ""
+
+    return _each_photo(photos, targets, args.force, disguised, "disguise", "disguised", out_dir)
 
 
 DEVICE_HELP = "where the optimisation runs: auto (a GPU if there is one), cpu or cuda (default auto)"
