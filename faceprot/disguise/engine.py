@@ -241,6 +241,9 @@ class DisguiseConfig:
     ema: GradVac's beta.
     random_start: start a from uniform noise in [-alpha, alpha] (drawn from the seed), so two
         seeds give two different perturbations; otherwise from zero.
+    warp: False leaves the face's geometry alone (the coefficients stay 0 and no expression loss
+        is computed): the additive perturbation alone, the benchmark's "perturbation only" row.
+        ``eps=0`` is the other ablation, "warp only".
     surrogate_weights: each surrogate's say in a's sign step (1 for a name not listed; its gradient
         is unit-scaled first, as in the cloak). MobileFaceNet, the harder one to dodge here, gets
         1.5, the cloak's weight: on the 3 faces of :data:`FOREHEAD_IOD` it lowered its similarity
@@ -257,6 +260,7 @@ class DisguiseConfig:
     projection: str = "gradvac"
     ema: float = 0.01
     random_start: bool = True
+    warp: bool = True
     surrogate_weights: dict = field(default_factory=lambda: {"mobilefacenet": 1.5})
 
     def __post_init__(self):
@@ -357,8 +361,9 @@ class EmotionDisguise:
         eps = cfg.eps * region[None, None]  # (1, 1, S, S) per-pixel budget: eps on the face, 0 off it
 
         coeffs = torch.zeros(len(names), dtype=torch.float64, device=dev)
-        coeffs[0] = 1.0  # start from the template
-        coeffs.requires_grad_(True)
+        if cfg.warp:
+            coeffs[0] = 1.0  # start from the template
+        coeffs.requires_grad_(cfg.warp)
         gen = torch.Generator().manual_seed(seed)
         start = (torch.rand(x.shape, generator=gen, dtype=x.dtype) * 2 - 1) * cfg.alpha
         start = project(start.to(dev), eps) if cfg.random_start else torch.zeros_like(x)
@@ -371,15 +376,19 @@ class EmotionDisguise:
             return limit_displacements(points, wanted).displacements
 
         losses = []
+        zero = torch.zeros((), dtype=torch.float64)
         for step in range(cfg.steps):
-            d = displacements(coeffs)
-            warp_only = sample(x, warp_grid(points, d))
-            # expression: on the warp-only face, through the coefficients alone
-            log_p = self.expression.log_probs(warp_only)[0, column]
-            closeness = (d - template).pow(2).sum() / template_norm2
-            smooth = laplacian_loss(points + d, points)
-            loss_e = -log_p + cfg.template_weight * closeness + cfg.laplacian_weight * smooth
-            (g_e,) = torch.autograd.grad(loss_e, coeffs, retain_graph=True)
+            if cfg.warp:
+                d = displacements(coeffs)
+                warp_only = sample(x, warp_grid(points, d))
+                # expression: on the warp-only face, through the coefficients alone
+                log_p = self.expression.log_probs(warp_only)[0, column]
+                closeness = (d - template).pow(2).sum() / template_norm2
+                smooth = laplacian_loss(points + d, points)
+                loss_e = -log_p + cfg.template_weight * closeness + cfg.laplacian_weight * smooth
+                (g_e,) = torch.autograd.grad(loss_e, coeffs, retain_graph=True)
+            else:  # the perturbation alone: no geometry, no expression objective
+                warp_only, log_p, closeness, smooth, loss_e = x, zero, zero, zero, zero
             # identity: on the final face, through both variables. Each surrogate's gradient on the
             # image is unit-scaled for the sign step (an equal say, as in the cloak); the
             # coefficients get the plain gradient of the mean similarity.
@@ -393,17 +402,20 @@ class EmotionDisguise:
                 g_sign += float(cfg.surrogate_weights.get(s.name, 1.0)) * unit_scale(g)
                 sims[s.name] = float(sim.detach())
             w = cfg.identity_weight
-            (g_a,) = torch.autograd.grad(final, coeffs, grad_outputs=w * g_seen, retain_graph=True)
-            (g_add,) = torch.autograd.grad(final, additive, grad_outputs=w * g_sign)
-            direction, (record,) = projector(g_a, g_e)
-            adam.zero_grad()
-            coeffs.grad = direction
-            adam.step()
+            (g_add,) = torch.autograd.grad(final, additive, grad_outputs=w * g_sign, retain_graph=cfg.warp)
+            record = None
+            if cfg.warp:
+                (g_a,) = torch.autograd.grad(final, coeffs, grad_outputs=w * g_seen)
+                direction, (record,) = projector(g_a, g_e)
+                adam.zero_grad()
+                coeffs.grad = direction
+                adam.step()
             sign_step(additive, g_add, cfg.alpha, eps)
             losses.append({"log_p": log_p.item(), "template": closeness.item(), "laplacian": smooth.item(),
                            "expression": loss_e.item(), "identity": sign * float(np.mean(list(sims.values()))),
-                           "similarity": sims, "cosine": record.cosine, "conflict": record.conflict,
-                           "fallback": record.fallback})
+                           "similarity": sims, "cosine": record.cosine if record else None,
+                           "conflict": record.conflict if record else None,
+                           "fallback": record.fallback if record else None})
             if progress:
                 progress(step + 1, cfg.steps)
 
@@ -543,15 +555,17 @@ def faces_matching(rgb: np.ndarray, faces: list[Face], reference: dict[str, torc
 def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium", seed: int = 0,
              faces: Selection | Sequence[Face] = "largest", surrogates: list[str] | None = None,
              device: str | None = None, progress: Progress | None = None, projection: str = "gradvac",
-             *, me=None, detector=None, **overrides) -> DisguiseResult:
+             *, me=None, detector=None, offered_only: bool = True, **overrides) -> DisguiseResult:
     """Give the chosen faces of a photo an expression and hide who they are from face recognition.
 
     Args:
         photo: a path, bytes, PIL image, array, :class:`~faceprot.io.Picture`, or a
             :class:`~faceprot.protect.Located` photo whose faces were found already.
         emotion: one of :data:`OFFERED` (now: "happy").
-        target: None to dodge (move each face away from its own clean embedding), or a photo of
-            someone else to impersonate (move towards the embedding of its largest face).
+        target: None to dodge (move each face away from its own clean embedding), a photo of
+            someone else to impersonate (move towards the embedding of its largest face), or a
+            dict of embeddings by surrogate name (a built-in target,
+            :func:`faceprot.disguise.gallery.load_target`).
         strength: "low", "medium" or "high": the additive budget (:data:`STRENGTHS`).
         seed: makes the result reproducible (face i uses seed + i): same seed, same bytes.
         faces: "largest" (default), "all", "me" (the faces that match the photo ``me``), face
@@ -562,6 +576,8 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
         projection: "gradvac" (default), "pcgrad" or "sum" (:class:`~.projection.GradientProjector`).
         me: with ``faces="me"``, a photo of the person whose faces to disguise.
         detector: as :func:`faceprot.protect.locate`.
+        offered_only: False lets a benchmark run an emotion that has a template but is not offered
+            (surprise, sad, angry): the benchmark still reports them (issue 15).
         overrides: any :class:`DisguiseConfig` field (steps, lr, identity_weight, ...).
     Returns:
         :class:`DisguiseResult`; only pixels in the chosen faces' squares change.
@@ -572,7 +588,8 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
     """
     say = progress or (lambda f, m: None)
     t0 = time.perf_counter()
-    check_emotion(emotion)
+    if offered_only or emotion not in EMOTIONS:
+        check_emotion(emotion)
     if strength not in STRENGTHS:
         raise FaceprotError(f"Unknown strength {strength!r}; choose {', '.join(STRENGTHS)}.")
     cfg = DisguiseConfig(**{"eps": STRENGTHS[strength], "projection": projection,
@@ -599,7 +616,14 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
     else:
         located = locate(photo, faces, detector)
     points = [check_landmarks(f) for f in located.chosen]
-    reference = target_embeddings(target, models) if target is not None else None
+    if isinstance(target, dict):  # embeddings already (a built-in target: faceprot.disguise.gallery)
+        missing = [n for n in names if n not in target]
+        if missing:
+            raise FaceprotError(f"The target has no embedding for {', '.join(missing)}; attack "
+                                f"{', '.join(target) or 'another recognizer'} instead.")
+        reference = {n: torch.as_tensor(target[n], dtype=torch.float32) for n in names}
+    else:
+        reference = target_embeddings(target, models) if target is not None else None
     t_locate = time.perf_counter() - t0
 
     records: list[FaceDisguise] = []
