@@ -28,6 +28,13 @@ from gradio_client import handle_file
 
 from faceprot import report
 from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
+from faceprot.disguise import OFFERED
+from faceprot.disguise import STRENGTHS as DISGUISE_STRENGTHS
+from faceprot.disguise import disguise as disguise_photo
+from faceprot.disguise import gallery as built_in_targets
+from faceprot.disguise.engine import EMOTIONS as DISGUISE_EMOTIONS
+from faceprot.disguise.measure import EMOTION_RULES
+from faceprot.disguise.scores import score_disguise, warp_arrows
 from faceprot.errors import FaceprotError
 from faceprot.evaluators import compare_photos
 from faceprot.io import encode_png, load_image
@@ -170,6 +177,19 @@ photos, medium then hid all 39 measured from these three recognizers, the ones i
 included. A mask made against dlib alone hid only 23% of LFW photos from MobileFaceNet, which it
 never saw. How each figure was measured: [BENCHMARKS.md]({BENCHMARKS_URL}).
 """
+
+DISGUISE_INTRO = """
+Give your face an expression, and hide who you are. faceprot bends your face's landmarks into the
+expression (a smooth warp, drawn as arrows below) and adds a little noise that face recognition
+reacts to. The expression is made by the warp alone; the noise only hides who you are. With a
+target, face recognition should match you to it instead; the targets are blends of several faces,
+never one real person.
+"""
+
+_NOT_OFFERED = [e for e in DISGUISE_EMOTIONS if e not in OFFERED]
+EMOTION_INFO = ("Only the emotions that a measure can confirm on the output are offered. Not offered yet: "
+                + "; ".join(f"{e} ({EMOTION_RULES[e].why})" for e in _NOT_OFFERED) + "."
+                if _NOT_OFFERED else "")
 
 MASK_FILE_NOTE = ("Your mask file. It holds the mask itself and how it was made: no photo, and no "
                   "face embedding unless you chose to store it (More settings). Its maps follow your "
@@ -483,6 +503,74 @@ def apply_tab(mask_file, photos, which, refine, request: gr.Request = None, prog
     return (status, *_table(rows, ["photo", *SCORE_HEADERS]), [str(w) for w in written], str(download))
 
 
+#: The disguise's targets: none (hide from recognition) or a built-in blend of three or more faces.
+#: Never a single real person on a public demo: that would help frame someone.
+NO_TARGET = "none: hide from face recognition"
+DISGUISE_TARGETS = [NO_TARGET, *(built_in_targets.label(n) for n in built_in_targets.names())]
+
+
+def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, request: gr.Request = None,
+                 progress=gr.Progress()):
+    """Emotion disguise: a photo and an emotion in; the disguised photo, the warp, and what face
+    recognition and the expression judges make of it out."""
+    if not photo:
+        ERRORS.fail(request, "disguise", "Please upload a photo.")
+    if emotion not in OFFERED:
+        known = ", ".join(OFFERED)
+        why = (f"{emotion!r} is not offered yet ({EMOTION_RULES[emotion].why})" if emotion in EMOTION_RULES
+               else f"{emotion!r} is not an emotion the disguise knows")
+        ERRORS.fail(request, "disguise", f"Unknown or unavailable emotion: {why}. Choose {known}.")
+    if target not in DISGUISE_TARGETS:
+        ERRORS.fail(request, "disguise", f"Unknown target {target!r}. The targets here are blends of several "
+                                          "faces, never one real person: choose " + ", ".join(DISGUISE_TARGETS) + ".")
+    names = SURROGATE_CHOICES.get(surrogates)
+    if names is None:
+        ERRORS.fail(request, "disguise", f"Unknown choice of recognizers to attack: {surrogates!r}; "
+                                          f"choose {', '.join(SURROGATE_CHOICES)}.")
+    if which not in ("largest", "all"):
+        ERRORS.fail(request, "disguise", f"Unknown choice of faces {which!r}; choose largest or all.")
+    if strength not in DISGUISE_STRENGTHS:
+        ERRORS.fail(request, "disguise", f"Unknown strength {strength!r}; choose {', '.join(DISGUISE_STRENGTHS)}.")
+    embeddings = None if target == NO_TARGET else built_in_targets.load_target(target)
+    try:
+        pic = load_image(photo)
+        result = disguise_photo(pic, emotion, target=embeddings, strength=strength, seed=int(seed or 0),
+                                faces=which, surrogates=names, device="cpu",
+                                progress=lambda f, m: progress(f, desc=m))
+        progress(0.99, desc="Scoring the result")
+        scores = score_disguise(result, pic.rgb, embeddings)
+    except FaceprotError as e:
+        ERRORS.fail(request, "disguise", _named(str(e), photo))
+    out = _out_dir()
+    stem = Path(photo).stem or "photo"
+    files = {k: out / f"{stem}-{k}.png" for k in ("original", "disguised", "face-original", "face-disguised",
+                                                   "warp")}
+    files["original"].write_bytes(encode_png(pic))
+    files["disguised"].write_bytes(result.png())
+    x0, y0, x1, y1 = changed_region(pic, result.faces[0].face)
+    for key, rgb in (("face-original", pic.rgb), ("face-disguised", result.picture.rgb)):
+        files[key].write_bytes(encode_png(rgb[y0:y1, x0:x1].copy(), icc_profile=pic.icc_profile))
+    files["warp"].write_bytes(encode_png(warp_arrows(result)))
+    if result.notices:
+        gr.Info(" ".join(result.notices))
+    label = None if target == NO_TARGET else target
+    verdict = report.disguise_verdict(scores, Path(photo).name, emotion, label)
+    rows = report.disguise_rows(scores.self, scores.target, label or "the target")
+    table = _table(rows, report.DISGUISE_HEADERS)
+    expression = report.expression_rows(scores.expression)
+    f = result.faces[0]
+    summary = (f"Disguised {len(result.faces)} face(s) in {result.seconds['total']:.1f} s; strength {strength} "
+               f"(the added noise is at most {DISGUISE_STRENGTHS[strength] * 255:.0f} of 255 levels), seed "
+               f"{int(seed or 0)}; attacked: {', '.join(result.surrogates)}. The largest landmark move is "
+               f"{f.max_move_iod:.3f} of the distance between the eyes (the limit is 0.12); the arrows are "
+               "drawn 3 times longer than the moves.")
+    return (verdict, *table, report.score_table_html(expression, report.EXPRESSION_HEADERS),
+            report.rows_as_records(expression, report.EXPRESSION_HEADERS),
+            (str(files["original"]), str(files["disguised"])),
+            (str(files["face-original"]), str(files["face-disguised"])), str(files["warp"]),
+            str(files["disguised"]), summary)
+
+
 # ------------------------------------------------------------------------------------ layout
 
 
@@ -580,6 +668,10 @@ def validate_apply(mask_file, photos, which, refine):
         message = "No photo could be protected. " + " ".join(c["message"] for c in checks)
         return [gr.validate(True, ""), gr.validate(False, message), gr.validate(True, ""), gr.validate(True, "")]
     return [gr.validate(True, "")] * 4
+
+
+def validate_disguise(photo, emotion, target, strength, surrogates, which, seed):
+    return [_unreadable("disguise", photo)] + [gr.validate(True, "")] * 6
 
 
 def validate_check(photo_a, photo_b):
@@ -700,6 +792,68 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         checked = photos_in.change(check_photos, photos_in, None, api_name=False, show_progress_on=apply_status)
         checked.failure(_done("apply"), None, [apply_btn, apply_status], queue=False, api_name=False)
         checked.success(lambda: "", None, apply_status, queue=False, api_name=False)  # an old error goes
+
+    with gr.Tab("Emotion disguise"):
+        gr.Markdown(DISGUISE_INTRO)
+        disguise_verdict = gr.Markdown(render=False)
+        disguise_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
+        disguise_records = gr.JSON(visible=False, render=False)
+        expression_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
+        expression_records = gr.JSON(visible=False, render=False)
+        disguise_slider = gr.ImageSlider(label="Original (left) / disguised (right)", type="filepath",
+                                         format="png", render=False)
+        disguise_closeup = gr.ImageSlider(label="Close-up of the part that changes", type="filepath",
+                                          format="png", render=False)
+        arrows = gr.Image(label="The warp: where each landmark moved (arrows 3x longer)", type="filepath",
+                          format="png", interactive=False, render=False)
+        disguise_file = gr.File(label="Download the disguised photo (lossless PNG)", render=False)
+        disguise_summary = gr.Markdown(render=False)
+        with gr.Row():
+            with gr.Column():
+                disguise_in = _api_example(gr.File(label="Your photo (any photo format)", type="filepath"),
+                                           API_EXAMPLE_PHOTOS["photo"])
+                disguise_view = gr.Image(label="Your photo as faceprot reads it", interactive=False, format="png",
+                                         height=240)
+                # Dropdowns that accept any value, so that an API call with an unknown emotion or target
+                # gets faceprot's sentence rather than gradio's list check
+                emotion = gr.Dropdown(list(OFFERED), value=OFFERED[0], label="Emotion", info=EMOTION_INFO,
+                                      allow_custom_value=True)
+                target = gr.Dropdown(DISGUISE_TARGETS, value=NO_TARGET, label="Target", allow_custom_value=True,
+                                     info="none: face recognition should no longer match you. A blend: it "
+                                          "should match you to a blend of 3 or 4 faces, which is nobody real.")
+                disguise_strength = gr.Radio(list(DISGUISE_STRENGTHS), value="medium", label="Strength",
+                                             info="How much noise may be added on top of the warp: low 2, "
+                                                  "medium 4, high 8 of 255 levels.")
+                with gr.Accordion("More settings", open=False):
+                    disguise_attack = gr.Radio(list(SURROGATE_CHOICES), value="dlib + MobileFaceNet",
+                                               label="Recognizers to attack",
+                                               info="The ones left out are scored as never-attacked.")
+                    disguise_faces = gr.Radio(["largest", "all"], value="largest", label="Faces to disguise")
+                    disguise_seed = gr.Number(value=0, precision=0, label="Seed (same photo + seed = same result)")
+                disguise_btn = gr.Button("Disguise", variant="primary")
+                disguise_status = gr.Markdown()
+                disguise_inputs = [disguise_in, emotion, target, disguise_strength, disguise_attack,
+                                   disguise_faces, disguise_seed]
+                disguise_outputs = [disguise_verdict, disguise_table, disguise_records, expression_table,
+                                    expression_records, disguise_slider, disguise_closeup, arrows, disguise_file,
+                                    disguise_summary]
+                gr.Examples([[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet",
+                              "largest", 0]],
+                            inputs=disguise_inputs, outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
+                            cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
+            with gr.Column():
+                for c in (disguise_verdict, disguise_table, disguise_records):
+                    c.render()
+                gr.Markdown("**The expression**, read before and after by each judge:")
+                for c in (expression_table, expression_records, disguise_slider, disguise_closeup, arrows,
+                          disguise_file, disguise_summary):
+                    c.render()
+        _wire(disguise_btn, disguise_status, disguise_tab, disguise_inputs, disguise_outputs, "disguise",
+              "disguise", validator=validate_disguise)
+        shown = disguise_in.change(_preview_for("disguise"), disguise_in, disguise_view, api_name=False,
+                                   show_progress_on=disguise_status)
+        shown.failure(_done("disguise"), None, [disguise_btn, disguise_status], queue=False, api_name=False)
+        shown.success(lambda: "", None, disguise_status, queue=False, api_name=False)
 
     with gr.Tab("Check"):
         gr.Markdown("Upload two photos. Each recognizer says whether they show the same person. "

@@ -288,9 +288,63 @@ def recognizers_note() -> str:
     return note
 
 
+# ------------------------------------------------------------------------------------ emotion disguise
+
+#: The disguise's score table: each recognizer against the person's clean photo and, when
+#: impersonating, against the target.
+DISGUISE_HEADERS = ["evaluator", "role", "compared with", "metric", "score", "threshold", "verdict", "note"]
+EXPRESSION_HEADERS = ["judge", "role", "before", "after", "p(emotion) before", "p(emotion) after", "shows it"]
+
+
+def disguise_rows(self_scores: Sequence[Score], target_scores: Sequence[Score] = (),
+                  target_label: str = "the target") -> list[list]:
+    """:data:`DISGUISE_HEADERS` rows: every recognizer against you, then against the target."""
+    rows = []
+    for who, scores in (("you (your photo)", self_scores), (target_label, target_scores)):
+        for r in score_rows(scores):
+            rows.append([r[0], r[1], who, *r[2:]])
+    return rows
+
+
+def expression_rows(readings) -> list[list]:
+    """:data:`EXPRESSION_HEADERS` rows from :class:`faceprot.disguise.scores.ExpressionReading` s."""
+    yes = {True: "yes", False: "no", None: "cannot tell"}
+    return [[e.judge, e.role, e.before, e.after,
+             None if e.p_before is None else round(e.p_before, 3),
+             None if e.p_after is None else round(e.p_after, 3), yes[e.shown]] for e in readings]
+
+
+def disguise_verdict(scores, photo: str, emotion: str, target_label: str | None = None) -> str:
+    """The lines above the disguise's tables: who still recognises you (attacked vs never
+    attacked), whether the target is matched, and whether the expression shows, judge by judge.
+
+    Args:
+        scores: :class:`faceprot.disguise.scores.DisguiseScores`.
+        photo: the photo's name.  emotion: the one asked for.  target_label: the target's name
+            when impersonating.
+    """
+    lines = [match_verdict(scores.self, photo).replace("its own protected copy", "its disguised copy")]
+    if target_label:
+        attacked = [s for s in scores.target if s.role == "white-box"]
+        never = [s for s in scores.target if s.role == "black-box"]
+        hit = lambda group: sum(1 for s in group if s.match)  # noqa: E731
+        lines.append(f"Matched to {target_label}: {hit(attacked)} of {len(attacked)} attacked and "
+                     f"{hit(never)} of {len(never)} never-attacked recognizers.")
+    judged = []
+    for e in scores.expression:
+        verdict = {True: "yes", False: "no", None: "cannot tell (no face found)"}[e.shown]
+        name = {"expression": "the expression classifier it optimised against",
+                "expression-heldout": "a held-out classifier it never saw",
+                "landmarks": "the landmark measure (no weights)"}.get(e.judge, e.judge)
+        judged.append(f"{name}: {verdict}")
+    lines.append(f"Does the face look {emotion}? " + "; ".join(judged) + ".")
+    return "\n\n".join(lines)
+
+
 __all__ = [
     "output_names", "selfie_output_names", "zip_outputs", "name_in_message", "SCORE_HEADERS", "score_rows", "format_table",
     "unseen_caveat", "mask_description", "selfie_verdict", "still_recognised", "apply_verdict",
     "recognizers_note", "IDENTITY_STORED", "PROTECTED_SUFFIX", "ZIP_NAME", "match_verdict",
-    "check_verdict", "score_table_html", "rows_as_records",
+    "check_verdict", "score_table_html", "rows_as_records", "DISGUISE_HEADERS", "EXPRESSION_HEADERS",
+    "disguise_rows", "expression_rows", "disguise_verdict",
 ]

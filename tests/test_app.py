@@ -287,6 +287,8 @@ def test_every_tab_answers_bad_input_with_faceprots_own_sentence_naming_the_file
                                               api_name="/protect"),
             "apply": lambda: client.predict(handle_file(str(mask_path)), [handle_file(str(path))], "largest", 0,
                                             api_name="/apply"),
+            "disguise": lambda: client.predict(handle_file(str(path)), "happy", app_targets()[0], "medium",
+                                               "dlib + MobileFaceNet", "largest", 0, api_name="/disguise"),
         }
         for tab, call in calls.items():
             with pytest.raises(Exception) as e:
@@ -320,3 +322,73 @@ def test_the_apply_example_mask_is_the_example_selfies_medium_mask():
     mask = PersonalMask.load(Path(__file__).resolve().parents[1] / "examples" / "obama-selfie.faceprot")
     assert mask.preset == "medium" and mask.seed == 0 and mask.identity is None
     assert mask.surrogates == ["dlib-resnet", "mobilefacenet"]
+
+
+def app_targets() -> list[str]:
+    import app
+
+    return app.DISGUISE_TARGETS
+
+
+def _disguise(client, photo, emotion="happy", target=None, **kw):
+    args = dict(strength="medium", surrogates="dlib + MobileFaceNet", which="largest", seed=0) | kw
+    return client.predict(handle_file(str(photo)), emotion, target or app_targets()[0], args["strength"],
+                          args["surrogates"], args["which"], args["seed"], api_name="/disguise")
+
+
+@pytest.mark.slow
+def test_disguise_tab_disguises_a_photo_and_scores_it_on_every_recognizer(client, photos_manifest):
+    """The named endpoint, end to end with a built-in target: the outputs are the photo's size,
+    every recognizer is scored against the person and the target with its role, and the
+    expression is read by the objective's classifier and by the landmark measure."""
+    from PIL import Image
+
+    photo = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
+    target = app_targets()[1]
+    (verdict, html, records, expr_html, expr_records, slider, closeup, arrows, download,
+     summary) = _disguise(client, photo, target=target)
+    size = Image.open(photo).size
+    assert Image.open(download).size == size and Image.open(download).format == "PNG"
+    assert [Image.open(p).size for p in slider] == [size, size]
+    assert Image.open(slider[0]).tobytes() != Image.open(slider[1]).tobytes()
+    a, b = (np.asarray(Image.open(p).convert("RGB"), np.int16) for p in closeup)
+    assert a.shape == b.shape and np.abs(a - b).max() > 0
+    assert Image.open(arrows).size == (512, 512)
+    compared = {(r["evaluator"], r["compared with"]): r for r in records}
+    for ev in ("dlib-cpp", "dlib-resnet", "mobilefacenet"):
+        for who in ("you (your photo)", target):
+            assert (ev, who) in compared, (ev, who, list(compared))
+    assert compared[("dlib-resnet", target)]["role"] == "white-box"
+    assert compared[("dlib-cpp", target)]["role"] == "black-box"
+    judges = {r["judge"]: r for r in expr_records}
+    assert {"expression", "landmarks"} <= set(judges)
+    assert judges["expression"]["role"].startswith("white-box")
+    assert all(r["shows it"] in ("yes", "no", "cannot tell") for r in expr_records)
+    assert "attacked" in verdict and "never-attacked" in verdict and f"Matched to {target}" in verdict
+    assert "Does the face look happy?" in verdict
+    assert "0.12" in summary and "seed 0" in summary
+    assert "never attacked (black" in html and "data-label=\"compared with\"" in html
+
+
+def test_disguise_tab_refuses_an_unknown_emotion_or_target_with_faceprots_sentence(client, photos_manifest):
+    photo = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
+    for emotion, target, words in (("grumpy", None, "'grumpy' is not an emotion the disguise knows"),
+                                   ("surprise", None, "'surprise' is not offered yet"),
+                                   ("happy", "Tom Cruise", "never one real person")):
+        with pytest.raises(Exception) as e:
+            _disguise(client, photo, emotion, target)
+        assert words in str(e.value), str(e.value)
+        assert "Choose happy" in str(e.value) or "blend A" in str(e.value)
+
+
+@pytest.mark.slow
+def test_disguise_tab_explains_a_face_whose_landmarks_fail(client, photos_manifest, monkeypatch):
+    """A profile face: found, but its landmarks are not a usable frontal layout. The server runs in
+    this process, so the landmark check's limit is raised until no face passes it."""
+    from faceprot.disguise import engine
+
+    monkeypatch.setattr(engine, "MIN_CANONICAL_IOD", 1e9)
+    photo = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
+    with pytest.raises(Exception) as e:
+        _disguise(client, photo)
+    assert "landmarks" in str(e.value) and "frontal photo" in str(e.value) and Path(photo).name in str(e.value)

@@ -8,6 +8,7 @@ part in the pasted photo (the output minus the warp-only photo).
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -290,3 +291,91 @@ def test_cli_disguises_a_folder_with_one_broken_file_and_refuses_bad_emotions(tm
     assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["disguise", firsts[0]["path"], "--steps", "2", "-o", str(one)]) == 1  # never overwrites silently
     assert "already exists" in capsys.readouterr().out
+
+
+def test_landmarks_that_are_not_a_face_are_refused_with_a_sentence(lfw_picture):
+    """check_landmarks on real landmarks passes; squeezed eyes (a profile's layout) and a mouth
+    outside the square are refused with LandmarkError, a NoFaceError the app and CLI word."""
+    from faceprot.disguise.engine import LandmarkError, check_landmarks
+    from faceprot.faces import find_faces
+
+    face = find_faces(lfw_picture.rgb)[0]
+    assert check_landmarks(face).shape == (68, 2)
+    squeezed = face.canonical_landmarks.copy()
+    squeezed[:, 0] = 128 + (squeezed[:, 0] - 128) * 0.3  # eyes 0.3x as far apart: a profile
+    mouth_out = face.canonical_landmarks.copy()
+    mouth_out[48:68, 1] += 200
+    for bad in (squeezed, mouth_out):  # check_landmarks reads only these two of a Face
+        broken = SimpleNamespace(canonical_landmarks=bad, describe=face.describe)
+        with pytest.raises(LandmarkError, match="could not be found reliably"):
+            check_landmarks(broken)
+    assert issubclass(LandmarkError, NoFaceError)
+
+
+@pytest.mark.slow
+def test_the_ablation_rows_switch_off_one_part_each(lfw_picture):
+    """The benchmark's rows: warp=False leaves the geometry alone (no landmark moves); eps=0
+    leaves the pixels to the warp alone (no additive part)."""
+    pert = disguise(lfw_picture, seed=0, steps=FEW, surrogates=["dlib-resnet"], warp=False).faces[0]
+    assert float(pert.displacements.abs().max()) == 0.0 and pert.additive_linf > 0
+    assert all(v == 0 for v in pert.coefficients.values())
+    warp = disguise(lfw_picture, seed=0, steps=FEW, surrogates=["dlib-resnet"], eps=0.0).faces[0]
+    assert warp.additive_linf == 0.0 and float(warp.displacements.abs().max()) > 0
+
+
+@pytest.mark.slow
+def test_a_built_in_target_is_impersonated_while_moving_away_from_the_owner(lfw_picture):
+    from faceprot.disguise.gallery import load_target
+
+    target = load_target("blend A")
+    r = disguise(lfw_picture, target=target, seed=0, steps=FEW, surrogates=["dlib-resnet"])
+    rec = r.faces[0].similarity["dlib-resnet"]
+    assert r.target and rec["final"] > rec["warp_only"]  # towards the blend
+    plain = disguise(lfw_picture, target=target, seed=0, steps=FEW, surrogates=["dlib-resnet"], identity_weight=0.0)
+    own = lambda res: float(res.faces[0].losses[-1]["similarity"]["dlib-resnet"])  # noqa: E731
+    assert own(r) > own(plain)  # the similarity to the target rose more than without identity
+    with pytest.raises(FaceprotError, match="no embedding for"):
+        disguise(lfw_picture, target={"dlib-resnet": target["dlib-resnet"]}, surrogates=["mobilefacenet"], steps=1)
+
+
+def test_the_built_in_targets_are_blends_of_three_or_more_people():
+    from faceprot.disguise import gallery
+
+    assert gallery.TARGETS_FILE.is_file()
+    for name in gallery.names():
+        assert len(set(gallery.MEMBERS[name])) >= 3
+        t = gallery.load_target(name)
+        assert set(t) == set(gallery.RECOGNIZERS)
+        assert all(np.isfinite(v).all() and v.ndim == 1 for v in t.values())
+        assert gallery.load_target(gallery.label(name))["dlib-cpp"].tolist() == t["dlib-cpp"].tolist()
+    with pytest.raises(FaceprotError, match="Unknown target"):
+        gallery.load_target("Tom Cruise")
+
+
+@pytest.mark.slow
+def test_the_shipped_targets_are_what_the_build_makes_from_the_photos(tmp_path):
+    from conftest import shared_path
+    from faceprot.disguise import gallery
+
+    photos = shared_path("assets", "faces", "photos")
+    gallery.build(photos, tmp_path / "targets.npz")
+    for name in gallery.names():
+        shipped = gallery.load_target(name)
+        with np.load(tmp_path / "targets.npz") as z:
+            for rec in gallery.RECOGNIZERS:
+                assert np.allclose(z[f"{name}/{rec}"], shipped[rec], atol=1e-5), (name, rec)
+
+
+@pytest.mark.slow
+def test_scores_read_the_output_photo_and_the_arrows_show_the_moves(lfw_picture, dodged):
+    from faceprot.disguise.scores import score_disguise, warp_arrows
+
+    scores = score_disguise(dodged, lfw_picture.rgb)
+    assert {s.evaluator for s in scores.self} >= {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
+    assert {s.role for s in scores.self if s.evaluator == "dlib-resnet"} == {"white-box"}
+    assert scores.target == []
+    judges = [e.judge for e in scores.expression]
+    assert judges[0] == "expression" and judges[-1] == "landmarks"
+    arrows = warp_arrows(dodged)
+    plain = warp_arrows(dodged, gain=0.0)
+    assert arrows.shape == (512, 512, 3) and (arrows != plain).any()  # arrows drawn where landmarks moved

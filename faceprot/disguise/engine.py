@@ -18,8 +18,10 @@ diffusion model):
 
     warp_only = W(x; d(c))            final = clip(warp_only + a, 0, 1)
     L_E(c)    = -log p_emotion(warp_only) + w_t |d - T|^2 / |T|^2 + w_l laplacian(s + d, s)
-    L_A(c, a) = mean over surrogates of sim(final, clean)       (dodging)
-             or - mean over surrogates of sim(final, target)    (impersonation)
+    L_A(c, a) = mean over surrogates of sim(T(final), clean)       (dodging)
+             or mean of sim(T(final), clean) - sim(T(final), target)  (impersonation)
+
+with T one random draw of the real-life chain per step (:class:`faceprot.eot.RealLifeChain`).
 
 Expression acts through the warp only: ``L_E`` reads the warp-only face, so the additive noise can
 never carry the expression. Identity acts through both. On ``c`` the gradients of ``L_A`` and
@@ -341,7 +343,8 @@ class EmotionDisguise:
 
     def __call__(self, x: torch.Tensor, points: torch.Tensor, emotion: str,
                  reference: dict[str, torch.Tensor], impersonate: bool = False, seed: int = 0,
-                 progress: Callable[[int, int], None] | None = None, scale: float | None = None) -> dict:
+                 progress: Callable[[int, int], None] | None = None, scale: float | None = None,
+                 away: dict[str, torch.Tensor] | None = None) -> dict:
         """Disguise one face.
 
         Args:
@@ -352,6 +355,9 @@ class EmotionDisguise:
                 clean face's) or towards (``impersonate=True``: the target's).
             seed: seeds the additive perturbation's random start.
             progress: called as progress(step, steps).
+            away: with ``impersonate``, per surrogate the clean face's embedding, to move away
+                from at the same time (L_A = sim(final, away) - sim(final, target)): a face that
+                matches the target but still matches its owner does not hide anyone.
             scale: the photo's pixels per canonical pixel at this face (None: unknown), so that
                 the real-life chain pastes back at about the photo's own scale (x0.8 to x1.25).
         Returns:
@@ -362,6 +368,7 @@ class EmotionDisguise:
         dev = device_of(self.surrogates)
         x, points = x.to(dev), points.to(dev, torch.float64)
         ref = {k: v.to(dev) for k, v in reference.items()}
+        own = {k: v.to(dev) for k, v in away.items()} if (impersonate and away is not None) else None
         column = self.expression.index(emotion)
         basis, names = expression_basis(points, emotion)  # (1, K, 68, 2) float64
         template = basis[:, 0]
@@ -408,8 +415,10 @@ class EmotionDisguise:
             g_seen, g_sign, sims = torch.zeros_like(seen), torch.zeros_like(seen), {}
             looked = chain(seen, gen)  # as a recognizer would see it, one draw per step
             for s in self.surrogates:
-                sim = similarity(s, s(looked), ref[s.name])[0]
-                (g,) = torch.autograd.grad(sign * sim, seen, retain_graph=True)
+                emb = s(looked)
+                sim = similarity(s, emb, ref[s.name])[0]
+                loss = sign * sim + (similarity(s, emb, own[s.name])[0] if own is not None else 0)
+                (g,) = torch.autograd.grad(loss, seen, retain_graph=True)
                 g_seen += g / len(self.surrogates)
                 g_sign += float(cfg.surrogate_weights.get(s.name, 1.0)) * unit_scale(g)
                 sims[s.name] = float(sim.detach())
@@ -646,6 +655,7 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
         m = located.chosen[i].transform.matrix  # photo -> canonical
         scale = float(1 / np.sqrt(abs(np.linalg.det(np.asarray(m)[:2, :2]))))
         out = engine(x, torch.from_numpy(points[i])[None], emotion, ref, impersonate=reference is not None,
+                     away=_embed(models, x) if reference is not None else None,
                      seed=seed + i, scale=scale, progress=lambda k, m: say(0.05 + 0.93 * (i + k / m) / n,
                                                               f"Face {i + 1} of {n}: step {k}/{m}"))
         records.append(FaceDisguise(face=located.chosen[i], **out))
