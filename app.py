@@ -120,7 +120,10 @@ Protect your face photos from face recognition, and see honestly how much protec
    whether face recognition still matches your protected selfie. Download the mask file.
 2. **Apply my mask**: upload that mask file and new photos of you. You get protected copies
    (lossless PNG) and the same check for each.
-3. **Check**: upload any two photos and see whether face recognition says they show the same person.
+3. **Emotion disguise**: upload a photo and pick an emotion. faceprot gives your face that
+   expression in a version that face recognition no longer matches to you (or matches to a blend
+   of other faces), and shows what recognizers and expression judges make of it.
+4. **Check**: upload any two photos and see whether face recognition says they show the same person.
 
 It makes you harder to find by face recognition, not impossible: read what it can and cannot do below.
 """

@@ -380,6 +380,45 @@ def test_check_two_people(page):
     _phone_check(page, "check")
 
 
+def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
+    """The Emotion disguise tab: the example (happy, hide), then biden.jpg uploaded, a blend
+    chosen as the target, and the button clicked: verdicts, both tables, the slider, the
+    close-up and the warp's arrows; the download is a PNG of the photo's size."""
+    from PIL import Image
+
+    page.get_by_role("tab", name="Emotion disguise").click()
+    page.get_by_text("Obama, happy, hide").click()
+    line = page.get_by_text(re.compile(r"On obama-2\.jpg, compared with its disguised copy: [0-2] of 2 attacked "
+                                       r"and [01] of 1 never-attacked recognizers still match you\."))
+    line.wait_for(timeout=120_000)
+    assert page.get_by_text("Does the face look happy?").first.is_visible()
+
+    _upload(page, "Your photo (any photo format)", EXAMPLES / "biden.jpg")
+    _images_loaded(_block(page, "Your photo as faceprot reads it"), 1)
+    page.get_by_label("Target").click()
+    page.get_by_role("option", name="blend B (4 faces)").click()
+    button = page.get_by_role("button", name="Disguise", exact=True)
+    button.click()
+    _wait_button_cycle(page, button)
+    _settled(button)
+    assert _status_text(button) == ""
+    page.get_by_text(re.compile(r"Matched to blend B \(4 faces\): [0-2] of 2 attacked and [01] of 1 "
+                                r"never-attacked recognizers\.")).wait_for()
+    cells = page.locator("table.fp-scores").first.locator("td").all_inner_texts()
+    assert "blend B (4 faces)" in cells and "you (your photo)" in cells, cells
+    judges = page.locator("table.fp-scores").nth(1).locator("td").all_inner_texts()
+    assert "expression" in judges and "landmarks" in judges, judges
+    shown = _images_loaded(_block(page, "Original (left) / disguised (right)"), 2)
+    assert any(u.endswith("/biden-disguised.png") for u in shown), shown
+    _images_loaded(_block(page, "Close-up of the part that changes"), 2)
+    _images_loaded(_block(page, "The warp: where each landmark moved"), 1)
+    _phone_check(page, "disguise")
+    saved = _download(page, _block(page, "Download the disguised photo"), tmp_path)
+    img = Image.open(saved)
+    assert saved.name == "biden-disguised.png" and img.format == "PNG"
+    assert img.size == Image.open(EXAMPLES / "biden.jpg").size
+
+
 BAD_CASES = ("non-image", "truncated", "no face")
 
 
@@ -410,6 +449,7 @@ TABS = {
     "Protect my face": ("Protect", "Your selfie (any photo format)", "Your selfie as faceprot reads it", []),
     "Apply my mask": ("Apply", _exactly("Photos"), None,
                       [("Your mask file (.faceprot)", EXAMPLES / "obama-selfie.faceprot", None)]),
+    "Emotion disguise": ("Disguise", "Your photo (any photo format)", "Your photo as faceprot reads it", []),
     "Check": ("Compare", _exactly("Photo A"), "Photo A as faceprot reads it",
               [(_exactly("Photo B"), EXAMPLES / "obama-1.jpg", "Photo B as faceprot reads it")]),
 }
