@@ -199,3 +199,7 @@ def test_the_readme_gradio_client_example_runs_against_the_app(app_url, monkeypa
     assert "of 2 attacked and" in scope["verdict"]
     assert {r["photo"] for r in scope["rows"]} == {"obama-1.jpg", "obama-2.jpg"}
     assert scope["status"].count("never-attacked recognizers still match you") == 2
+    assert scope["disguise_verdict"].startswith("On obama-2.jpg, compared with its disguised copy:")
+    assert "Matched to blend A (3 faces):" in scope["disguise_verdict"]
+    assert {r["compared with"] for r in scope["disguise_rows"]} == {"you (your photo)", "blend A (3 faces)"}
+    assert scope["expression_rows"][0]["judge"] == "expression"
