@@ -69,7 +69,7 @@ from faceprot.canonical import align, region_mask
 from faceprot.datasets import load_faceset
 from faceprot.disguise import disguise
 from faceprot.disguise.engine import OFFERED, DisguiseConfig, check_landmarks
-from faceprot.disguise.measure import landmark_verdict, photo_landmarks
+from faceprot.disguise.measure import EMOTION_RULES, landmark_verdict, photo_landmarks
 from faceprot.disguise.warp import EMOTIONS as TEMPLATED
 from faceprot.errors import NoFaceError
 from faceprot.evaluators import get_evaluator, role_of
@@ -209,7 +209,7 @@ def judge_identity(rgb: np.ndarray, probe: Probe, target: Probe | None, ctx: Con
             sim = float(similarity_matrix(e[None], t[None], metric)[0, 0]) if np.isfinite(t).all() else float("nan")
             v["target_top1"] = not nearest_is_other(e, ctx.gallery[name], ctx.ids, target.identity, keep, metric)
             v["target_verified"] = bool(sim >= to_similarity(ctx.thresholds[name], metric))  # NaN: False
-            v["target_similarity"] = round(sim, 4)
+            v["target_similarity"] = round(sim, 4) if np.isfinite(sim) else None
         out[name] = v
     return out
 
@@ -217,10 +217,10 @@ def judge_identity(rgb: np.ndarray, probe: Probe, target: Probe | None, ctx: Con
 def judge_landmarks(clean_points: np.ndarray, rgb: np.ndarray, emotion: str) -> dict:
     """The landmark measure on an output photo: {"measurable", "passed", ...}; emotions the measure
     has no thresholds for are not measurable (``why`` says why)."""
-    try:
-        ok, details = landmark_verdict(clean_points, photo_landmarks(rgb), emotion)
-    except ValueError as e:
-        return {"measurable": False, "passed": None, "why": str(e)}
+    rule = EMOTION_RULES.get(emotion)
+    if rule is None or not rule.supported:
+        return {"measurable": False, "passed": None, "why": rule.why if rule else "no landmark rule"}
+    ok, details = landmark_verdict(clean_points, photo_landmarks(rgb), emotion)
     changes = {k: round(v, 4) for k, v in details.get("changes", {}).items()}
     return {"measurable": True, "passed": bool(ok), "face": details["face"], "changes": changes}
 

@@ -33,6 +33,7 @@ from conftest import ROOT, shared_path
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import disguise  # noqa: E402
 from _common import RESULTS  # noqa: E402
+import disguise_report  # noqa: E402
 from disguise_report import mcnemar_exact  # noqa: E402
 from faceprot.evaluators import role_of  # noqa: E402
 
@@ -96,12 +97,13 @@ def test_tune_writes_its_grid_and_choice(tuned):
 def acceptance(tuned):
     """Two shards of an acceptance run of people 2 and 3 (the first two that the white-box model does
     not call happy when clean, so the expression columns count): person 2 with every row and both
-    target modes, person 3 with the both and sum rows, dodging only."""
+    target modes, person 3 with the both and sum rows, dodging only, happy and sad (which the
+    landmark measure cannot judge)."""
     out = _fresh_dir("smoke-disguise")
     tuned_file = str(tuned / "tuned.json")
     first = ["--start", "2", "--people", "2", "--steps", "2", "--shard", "1/2", "--run", out.name, "--tuned", tuned_file]
     second = ["--start", "2", "--people", "2", "--steps", "2", "--shard", "2/2", "--rows", "both,sum", "--targets", "none",
-              "--run", out.name, "--tuned", tuned_file]
+              "--emotions", "happy,sad", "--run", out.name, "--tuned", tuned_file]
     t = time.perf_counter()
     assert disguise.main(first) == 0
     print(f"one person, every row and target mode, 2 steps: {time.perf_counter() - t:.0f} s")
@@ -109,7 +111,7 @@ def acceptance(tuned):
     return out, first, json.loads((tuned / "tuned.json").read_text())["identity_weight"]
 
 
-def _check_run(r: dict, target: bool) -> None:
+def _check_run(r: dict, target: bool, measurable: bool = True) -> None:
     assert "error" not in r, r
     assert set(r["identity"]) == JUDGES
     for j, v in r["identity"].items():
@@ -121,7 +123,10 @@ def _check_run(r: dict, target: bool) -> None:
     for e in r["expression"].values():
         if e["found"]:
             assert len(e["probs"]) == 7 and abs(sum(e["probs"]) - 1) < 1e-3
-    assert r["landmark"]["measurable"] and isinstance(r["landmark"]["passed"], bool)
+    if measurable:
+        assert r["landmark"]["measurable"] and isinstance(r["landmark"]["passed"], bool)
+    else:
+        assert r["landmark"] == {"measurable": False, "passed": None, "why": r["landmark"]["why"]}
     assert r["max_move_iod"] <= 0.12 + 1e-6 and r["min_det"] > 0.3 - 1e-6
     q = r["quality"]
     assert 20 < q["psnr_face"] < 60 and 0.5 < q["ssim_face"] <= 1, q
@@ -155,9 +160,9 @@ def test_acceptance_shards_hold_every_probe_record(acceptance):
     assert runs[("none", "only-dlib-resnet")]["surrogates"] == ["dlib-resnet"]
     assert runs[("none", "only-mobilefacenet")]["identity"]["dlib-cpp"]["role"] == "black-box"
     assert runs[("none", "only-mobilefacenet")]["identity"]["dlib-resnet"]["role"] == "black-box"
-    assert [(r["target"], r["row"]) for r in p1["runs"]] == [("none", "both"), ("none", "sum")]
+    assert [(r["emotion"], r["row"]) for r in p1["runs"]] == [(e, row) for e in ("happy", "sad") for row in ("both", "sum")]
     for r in p1["runs"]:
-        _check_run(r, False)
+        _check_run(r, False, measurable=r["emotion"] == "happy")
 
 
 @pytest.mark.slow
@@ -183,31 +188,37 @@ def test_report_merges_the_shards(acceptance, capsys):
     s, meta = rep["summary"], rep["meta"]
     people = [json.loads((out / f"shard-{i}-of-2.json").read_text())["people"][0] for i in (1, 2)]
     assert s["people"] == 2 and set(s["judges"]) == JUDGES and "--shard 2/2" in meta["command"]
-    groups = {(g["target"], g["row"]): g for g in s["groups"]}
-    assert set(groups) == {(t, row) for t in ("none", "next") for row in disguise.ROWS}
-    for (t, row), g in groups.items():
-        members = [p for p in people if any((r["target"], r["row"]) == (t, row) for r in p["runs"])]
-        assert g["probes"] == len(members) == (2 if (t, row) in {("none", "both"), ("none", "sum")} else 1)
-        runs = [r for p in members for r in p["runs"] if (r["target"], r["row"]) == (t, row)]
+    groups = {(g["emotion"], g["target"], g["row"]): g for g in s["groups"]}
+    assert set(groups) == ({("happy", t, row) for t in ("none", "next") for row in disguise.ROWS}
+                           | {("sad", "none", "both"), ("sad", "none", "sum")})
+    for key, g in groups.items():
+        members = [p for p in people if any(disguise_report._key(r) == key for r in p["runs"])]
+        assert g["probes"] == len(members) == (2 if key in {("happy", "none", "both"), ("happy", "none", "sum")} else 1)
+        runs = [r for p in members for r in p["runs"] if disguise_report._key(r) == key]
+        emotion, t, row = key
         for j in JUDGES:  # the counts are the records' (no face: not protected)
             v = g["identity"][j]
             assert v["dodged"] == sum(r["identity"][j]["found"] and r["identity"][j]["top1"] for r in runs)
             assert v["no_face"] == sum(not r["identity"][j]["found"] for r in runs)
             assert ("impersonated" in v) == (t == "next")
-        elig = [p for p in members if p["clean"]["top"]["expression"] != "happy"]
+        elig = [p for p in members if p["clean"]["top"]["expression"] != emotion]
         e = g["expression"]
         assert e["eligible"] == len(elig) and 0 <= e["expression"] <= e["eligible"]
         assert 0 <= e["heldout_warp_jpeg75"] <= e["heldout_eligible"] <= e["eligible"]
-        assert 0 <= g["joint"] <= e["landmark"] <= e["eligible"]
+        if emotion == "happy":
+            assert 0 <= g["joint"] <= e["landmark"] <= e["eligible"]
+        else:
+            assert g["joint"] is None and e["landmark"] is None and g["not_measurable"]
         assert g["psnr_face"] == pytest.approx(np.mean([r["quality"]["psnr_face"] for r in runs]))
-    (c,) = [c for c in s["projection_vs_sum"] if c["target"] == "none"]
-    assert c["probes"] == groups[("none", "both")]["expression"]["eligible"] == 2 and c["sum_identity_weight"] == weight
-    assert c["gradvac"] == groups[("none", "both")]["joint"] and c["sum"] == groups[("none", "sum")]["joint"]
+    (c,) = [c for c in s["projection_vs_sum"] if c["target"] == "none"]  # happy only: sad is not measurable
+    assert c["emotion"] == "happy" and c["sum_identity_weight"] == weight
+    assert c["probes"] == groups[("happy", "none", "both")]["expression"]["eligible"] == 2
+    assert c["gradvac"] == groups[("happy", "none", "both")]["joint"] and c["sum"] == groups[("happy", "none", "sum")]["joint"]
     assert c["p_mcnemar"] == mcnemar_exact(c["only_gradvac"], c["only_sum"])
     md = (out / "report.md").read_text()
     assert capsys.readouterr().out == md + "\n"
     assert "| happy | next | only-mobilefacenet | mobilefacenet | dlib-resnet | black-box |" in md
-    assert "McNemar" in md
+    assert "McNemar" in md and "sad is not measurable" in md
 
 
 @pytest.mark.slow
