@@ -7,6 +7,8 @@
   single-face photos);
 * ``score_probe``: each evaluator's verdict on one protected probe (top-1 / top-5 among the
   gallery without the probe's own original, verification pairs at the evaluator's threshold);
+  ``score_embedding``: one evaluator's verdict on an embedding already made (the disguise
+  benchmark scores impersonation on the same embedding);
 * ``quality`` (PSNR and SSIM over the face region and the whole photo), ``degrade`` (what a
   platform might do to the PNG) and ``save_and_reread`` (the evaluators see what was saved).
 """
@@ -93,26 +95,28 @@ def plan_people(entries: list[dict], n_faces: np.ndarray, people: int, start: in
 
 def score_probe(rgb: np.ndarray, probe: int, identity: str, ids: np.ndarray, gallery: dict) -> dict:
     """Each evaluator's verdict on one (protected) probe photo, read back as a PNG would be."""
-    out = {}
+    return {name: score_embedding(name, _embed(name, rgb), probe, identity, ids, gallery) for name in EVALUATORS}
+
+
+def score_embedding(name: str, e: np.ndarray, probe: int, identity: str, ids: np.ndarray, gallery: dict) -> dict:
+    """One evaluator's verdict on its embedding ``e`` of a probe (NaNs: it found no face): top-1 /
+    top-5 among the gallery without the probe's own original, and verification against the
+    identity's other photos at the evaluator's threshold."""
+    if np.isnan(e).any():
+        return {"found": False}
+    ev = get_evaluator(name)
     keep = np.ones(len(ids), bool)
     keep[probe] = False  # the gallery excludes the probe's own original
-    for name in EVALUATORS:
-        e = _embed(name, rgb)
-        if np.isnan(e).any():
-            out[name] = {"found": False}
-            continue
-        ev = get_evaluator(name)
-        g = gallery[name]
-        ok = keep & ~np.isnan(g).any(1)
-        sims = similarity_matrix(e[None], g[ok], ev.metric)[0]
-        order = np.argsort(-sims)
-        same = ids[ok][order] == identity
-        own = ids[ok] == identity
-        own_scores = similarity_matrix(e[None], g[ok][own], ev.metric)[0]
-        matches = sum(ev.is_match(float(s if ev.metric == "cosine" else -s)) for s in own_scores)
-        out[name] = {"found": True, "top1": bool(not same[:1].any()), "top5": bool(not same[:5].any()),
-                     "verif_protected": int(len(own_scores) - matches), "verif_pairs": int(len(own_scores))}
-    return out
+    g = gallery[name]
+    ok = keep & ~np.isnan(g).any(1)
+    sims = similarity_matrix(e[None], g[ok], ev.metric)[0]
+    order = np.argsort(-sims)
+    same = ids[ok][order] == identity
+    own = ids[ok] == identity
+    own_scores = similarity_matrix(e[None], g[ok][own], ev.metric)[0]
+    matches = sum(ev.is_match(float(s if ev.metric == "cosine" else -s)) for s in own_scores)
+    return {"found": True, "top1": bool(not same[:1].any()), "top5": bool(not same[:5].any()),
+            "verif_protected": int(len(own_scores) - matches), "verif_pairs": int(len(own_scores))}
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
