@@ -432,7 +432,7 @@ class EmotionDisguise:
                 sims[s.name] = float(sim.detach())
             if cfg.warp and cfg.keep_weight > 0:  # the noise must not take the warp's expression away
                 lost = (log_p.detach() - self.expression.log_probs(looked)[0, column]).clamp(min=0)
-                if float(lost) > 0:
+                if float(lost.detach()) > 0:
                     (g_keep,) = torch.autograd.grad(lost, seen)
                     g_sign += cfg.keep_weight * unit_scale(g_keep)
             w = cfg.identity_weight
