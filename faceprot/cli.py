@@ -193,8 +193,16 @@ def _cmd_disguise(args) -> int:
     if not photos:
         raise FaceprotError("No photos given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
     target = None
-    if args.target:
-        target = load_image(args.target)  # a bad target fails once, naming it
+    if args.target:  # a bad target, or one without a face, fails once, naming it
+        from .disguise.engine import target_embeddings
+        from .recognizers import default_surrogates, load_surrogate
+
+        name = Path(args.target).name
+        try:
+            target = target_embeddings(load_image(args.target), [load_surrogate(n, device) for n in default_surrogates()],
+                                       f"target photo {name}")
+        except FaceprotError as e:
+            raise type(e)(str(e).replace(str(args.target), name) if name in str(e) else f"{name}: {e}") from None
     one_file = len(photos) == 1 and str(args.output).lower().endswith(".png")
     out_dir = Path(args.output).parent if one_file else Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)

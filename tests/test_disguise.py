@@ -291,6 +291,10 @@ def test_cli_disguises_a_folder_with_one_broken_file_and_refuses_bad_emotions(tm
     assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["disguise", firsts[0]["path"], "--steps", "2", "-o", str(one)]) == 1  # never overwrites silently
     assert "already exists" in capsys.readouterr().out
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((200, 300, 3), 170, np.uint8))
+    assert main(["disguise", str(photos), "--target", str(wall), "-o", str(out)]) == 2  # before any photo
+    assert "The target photo wall.png has no usable face" in capsys.readouterr().err
 
 
 def test_landmarks_that_are_not_a_face_are_refused_with_a_sentence(lfw_picture):
