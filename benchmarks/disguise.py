@@ -68,9 +68,10 @@ from lfw_verification import verification_report
 from faceprot.canonical import align, region_mask
 from faceprot.datasets import load_faceset
 from faceprot.disguise import disguise
-from faceprot.disguise.engine import OFFERED, DisguiseConfig, check_landmarks
+from faceprot.disguise.engine import OFFERED, DisguiseConfig, check_landmarks, paste_warp
 from faceprot.disguise.measure import EMOTION_RULES, landmark_verdict, photo_landmarks
 from faceprot.disguise.warp import EMOTIONS as TEMPLATED
+from faceprot.disguise.warp import limit_displacements, template_displacements
 from faceprot.errors import NoFaceError
 from faceprot.evaluators import get_evaluator, role_of
 from faceprot.expression import expression_model_available, load_expression_model
@@ -274,9 +275,34 @@ def run_row(row: str, emotion: str, probe: Probe, target: Probe | None, ctx: Con
         warp_jpeg = bench.degrade(res.warp_only.rgb, "jpeg75")
         held = {"expression-heldout": ctx.models["expression-heldout"]}
         expr["heldout_warp_jpeg75"] = read_expression(warp_jpeg, held)["expression-heldout"]
+    if "expression-heldout" in ctx.models:
+        expr["heldout_warp"] = read_expression(res.warp_only.rgb, held)["expression-heldout"]
     rec["expression"] = expr
     rec["landmark"] = judge_landmarks(probe.face.landmarks68, out, emotion)
+    if row == "both" and emotion in TEMPLATED:
+        rec["template"] = judge_template(probe, f, emotion, ctx)
     return rec
+
+
+def judge_template(probe: Probe, f, emotion: str, ctx: Context) -> dict:
+    """The hand-set template of the loss, scaled to the optimised warp's mean landmark move and
+    held by the same limits, pasted into the photo as the disguise pastes its warp (no additive
+    part): the issue's baseline for "the optimised warp beats the template". Judged like the
+    optimised warp-only photo: each expression model, the held-out one after JPEG q75 too, and the
+    landmark measure."""
+    pts = f.points[None].double()
+    opt = f.displacements[None].double()
+    template = template_displacements(pts, emotion)
+    scale = float(opt.norm(dim=-1).mean() / template.norm(dim=-1).mean().clamp(min=1e-9))
+    moves = limit_displacements(pts, scale * template).displacements[0]
+    rgb = paste_warp(probe.rgb, f.face.transform, f.points, moves)
+    out = {"scale": round(scale, 4), "mean_move_px": round(float(moves.norm(dim=-1).mean()), 4),
+           "optimised_mean_move_px": round(float(opt.norm(dim=-1).mean()), 4),
+           "expression": read_expression(rgb, ctx.models), "landmark": judge_landmarks(probe.face.landmarks68, rgb, emotion)}
+    if "expression-heldout" in ctx.models:
+        held = {"expression-heldout": ctx.models["expression-heldout"]}
+        out["expression"]["heldout_jpeg75"] = read_expression(bench.degrade(rgb, "jpeg75"), held)["expression-heldout"]
+    return out
 
 
 def run_probe(probe: Probe, target: Probe | None, args, ctx: Context) -> dict:

@@ -102,7 +102,17 @@ def _group(pairs: list[tuple[dict, dict]], judges) -> dict:
     if any(rec["clean"]["top"].get("expression-heldout") for rec, _ in pairs):
         held = [(rec, r) for rec, r in elig if eligible(rec, emotion, "expression-heldout")]
         e |= {"heldout_eligible": len(held), "heldout": sum(shows(r, "expression-heldout", emotion) for _, r in held),
-              "heldout_warp_jpeg75": sum(shows(r, "heldout_warp_jpeg75", emotion) for _, r in held)}
+              "heldout_warp_jpeg75": sum(shows(r, "heldout_warp_jpeg75", emotion) for _, r in held),
+              "heldout_warp": sum(shows(r, "heldout_warp", emotion) for _, r in held)}
+        templ = [(rec, r) for rec, r in held if "template" in r]
+        if templ:  # the optimised warp against the template scaled to its mean move, same probes
+            e["template"] = {"probes": len(templ),
+                             "optimised_heldout": sum(shows(r, "heldout_warp", emotion) for _, r in templ),
+                             "template_heldout": sum(shows(r["template"], "expression-heldout", emotion) for _, r in templ),
+                             "optimised_heldout_jpeg75": sum(shows(r, "heldout_warp_jpeg75", emotion) for _, r in templ),
+                             "template_heldout_jpeg75": sum(shows(r["template"], "heldout_jpeg75", emotion) for _, r in templ),
+                             "template_landmark": sum(bool(r["template"]["landmark"].get("passed")) for _, r in templ),
+                             "template_expression": sum(shows(r["template"], "expression", emotion) for _, r in templ)}
     if measurable(emotion):
         e["landmark"] = sum(landmark_passed(r) for _, r in elig)
         g["joint"] = sum(joint(r, judges) for _, r in elig)
@@ -207,6 +217,22 @@ def markdown(s: dict, meta: dict) -> str:
         lines.append(f"| {g['emotion']} | {g['target']} | {g['row']} | {g['projection']} | {g['identity_weight']:g} | "
                      f"{g['psnr_face']:.2f} | {g['psnr_face_min']:.2f} | {g['ssim_face']:.4f} | "
                      f"{g['seconds_median']:.2f} | {g['seconds_mean']:.2f} | {g['errors']} |")
+    templ = [g for g in s["groups"] if g["expression"].get("template")]
+    if templ:
+        lines += ["", "The optimised warp against the loss's template scaled to the optimised warp's mean landmark "
+                      "move (same limits, no additive part), on the probes neither expression model calls the "
+                      "emotion when clean: the held-out model on each warp-only photo, as saved and after JPEG q75.", "",
+                  "| emotion | target | probes | held-out: optimised warp | held-out: template | difference | "
+                  "after JPEG q75: optimised | after JPEG q75: template | `expression`: template | landmark: template |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for g in templ:
+            t = g["expression"]["template"]
+            n = t["probes"]
+            diff = 100 * (t["optimised_heldout"] - t["template_heldout"]) / n if n else 0
+            lines.append(f"| {g['emotion']} | {g['target']} | {n} | {_frac(t['optimised_heldout'], n)} | "
+                         f"{_frac(t['template_heldout'], n)} | {diff:+.1f} pts | {_frac(t['optimised_heldout_jpeg75'], n)} | "
+                         f"{_frac(t['template_heldout_jpeg75'], n)} | {_frac(t['template_expression'], n)} | "
+                         f"{_frac(t['template_landmark'], n)} |")
     if s["projection_vs_sum"]:
         lines += ["", "GradVac (`both`) against the naive sum, joint success on the same probes (exact McNemar test "
                       "on the discordant pairs).", "",

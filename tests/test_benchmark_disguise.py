@@ -157,6 +157,10 @@ def test_acceptance_shards_hold_every_probe_record(acceptance):
     assert runs[("none", "perturbation")]["max_move_iod"] == 0
     assert (runs[("none", "sum")]["projection"], runs[("none", "sum")]["identity_weight"]) == ("sum", weight)
     assert runs[("none", "both")]["projection"] == "gradvac"
+    t = runs[("none", "both")]["template"]  # the template baseline, scaled to the optimised warp's mean move
+    assert t["mean_move_px"] <= t["optimised_mean_move_px"] + 1e-3 and t["scale"] > 0
+    assert t["expression"]["expression"]["found"] and "heldout_jpeg75" in t["expression"]
+    assert "template" not in runs[("none", "sum")]
     assert runs[("none", "only-dlib-resnet")]["surrogates"] == ["dlib-resnet"]
     assert runs[("none", "only-mobilefacenet")]["identity"]["dlib-cpp"]["role"] == "black-box"
     assert runs[("none", "only-mobilefacenet")]["identity"]["dlib-resnet"]["role"] == "black-box"
