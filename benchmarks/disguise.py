@@ -35,6 +35,7 @@ report compares ``both`` and ``sum`` on joint success over the same probes (exac
     python benchmarks/disguise.py --people 2 --rows both,sum --targets none --emotions happy,sad
     python benchmarks/disguise.py --caricatures 20               # free-landmark caricatures, for --look
     python benchmarks/disguise.py --look                         # same-size crops + a private key
+    python benchmarks/disguise.py --look-score answers.json      # the reviewer's answers against the key
     python benchmarks/disguise.py --faces ../shared/assets/faces/photos --people 2 --steps 10
 
 Results go to ``benchmarks/results/disguise/<run>/`` (``<faces>-full``, ``-quick`` or ``-tune``
@@ -360,6 +361,8 @@ def parse(argv):
                                                   "(default benchmarks/results/disguise/<faces>-tune/tuned.json)")
     ap.add_argument("--caricatures", type=int, default=0, metavar="N", help="make N free-landmark caricatures")
     ap.add_argument("--look", action="store_true", help="write blind same-size crops and their private key")
+    ap.add_argument("--look-score", default=None, metavar="ANSWERS",
+                    help="score a reviewer's answers (JSON: crop name -> {look, expression}) with the run's key")
     ap.add_argument("--look-count", type=int, default=20, help="--look: outputs and real faces to crop")
     ap.add_argument("--shard", default="1/1", help="i/n: this process runs every n-th person from i")
     ap.add_argument("--resume", action="store_true", help="skip people already in this shard's JSON")
@@ -391,9 +394,12 @@ def main(argv=None) -> int:
             "date": datetime.date.today().isoformat(), "commit": git_commit(),
             "command": " ".join(["python", "benchmarks/disguise.py"] + (sys.argv[1:] if argv is None else list(argv)))}
 
-    if args.look or args.caricatures:
+    if args.look or args.caricatures or args.look_score:
         import disguise_look
 
+        if args.look_score:
+            disguise_look.score_look(out, Path(args.look_score))
+            return 0
         if args.caricatures:
             disguise_look.make_caricatures(args, faces, out, meta)
         if args.look:

@@ -14,6 +14,10 @@ landmark moves make?
   faces of tuning people (their first usable photo) and every caricature, as PNGs with random
   names in ``<run>/look/``; the private key (name -> kind and source) is ``<run>/look-key.json``,
   beside the folder, not in it.
+* ``score_look``: a reviewer's answers (crop name -> {"look": "natural" | "distorted",
+  "expression": ...}) against the key, per kind, with the issue's rule: the look counts only if at
+  least 80% of the caricatures are marked distorted; then at least 80% of the disguised faces must be
+  marked natural and 70% named happy. Writes ``<run>/look-score.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -143,3 +147,39 @@ def look(args, faces: Path, out: Path, meta: dict) -> dict:
           f"the key: {out / 'look-key.json'}" + (f"; {len(key['skipped'])} without a face" if key["skipped"] else ""),
           file=sys.stdout)
     return key
+
+
+#: The issue's bars for the blind look.
+CONTROL_DISTORTED, DISGUISE_NATURAL, DISGUISE_HAPPY = 0.8, 0.8, 0.7
+
+
+def score_look(out: Path, answers_file: Path) -> dict:
+    """The reviewer's answers against ``<run>/look-key.json``: counts per kind and the verdict."""
+    key = json.loads((out / "look-key.json").read_text())["crops"]
+    answers = json.loads(Path(answers_file).read_text())
+    missing = sorted(set(key) - set(answers))
+    if missing:
+        raise SystemExit(f"the answers have no entry for {len(missing)} crop(s), e.g. {missing[0]}")
+    kinds: dict[str, dict] = {}
+    for name, k in key.items():
+        a = answers[name]
+        c = kinds.setdefault(k["kind"], {"crops": 0, "natural": 0, "distorted": 0, "expressions": {}})
+        c["crops"] += 1
+        c["natural" if a["look"] == "natural" else "distorted"] += 1
+        c["expressions"][a["expression"]] = c["expressions"].get(a["expression"], 0) + 1
+    car, dis = kinds.get("caricature"), kinds.get("disguise")
+    counts = bool(car and car["distorted"] >= CONTROL_DISTORTED * car["crops"])
+    verdict = {"control_holds": counts,
+               "disguise_natural": bool(dis and dis["natural"] >= DISGUISE_NATURAL * dis["crops"]),
+               "disguise_happy": bool(dis and dis["expressions"].get("happy", 0) >= DISGUISE_HAPPY * dis["crops"])}
+    verdict["met"] = verdict["control_holds"] and verdict["disguise_natural"] and verdict["disguise_happy"]
+    result = {"kinds": kinds, "verdict": verdict, "answers": str(answers_file)}
+    (out / "look-score.json").write_text(json.dumps(result, indent=1))
+    print("| kind | crops | marked natural | marked distorted | named happy |\n|---|---|---|---|---|")
+    for kind in ("disguise", "real", "caricature"):
+        if kind in kinds:
+            c = kinds[kind]
+            print(f"| {kind} | {c['crops']} | {c['natural']} | {c['distorted']} | {c['expressions'].get('happy', 0)} |")
+    print(f"control (>= 80% of caricatures distorted): {'holds' if counts else 'fails: the look does not count'}; "
+          f"disguised natural >= 80%: {verdict['disguise_natural']}; named happy >= 70%: {verdict['disguise_happy']}")
+    return result

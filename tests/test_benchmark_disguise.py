@@ -244,6 +244,18 @@ def test_caricatures_and_the_blind_look(acceptance, capsys):
         assert re.fullmatch(r"[0-9a-f]{12}\.png", p.name)
         assert np.asarray(Image.open(p)).shape == (256, 256, 3)
     assert "5 crops in" in capsys.readouterr().out
+    answers = {n: {"look": "distorted" if v["kind"] == "caricature" else "natural",
+                   "expression": "happy" if v["kind"] == "disguise" else "neutral"} for n, v in key["crops"].items()}
+    (out / "answers.json").write_text(json.dumps(answers))
+    assert disguise.main(["--look-score", str(out / "answers.json"), "--run", out.name]) == 0
+    score = json.loads((out / "look-score.json").read_text())
+    assert score["kinds"]["disguise"] == {"crops": 2, "natural": 2, "distorted": 0, "expressions": {"happy": 2}}
+    assert score["verdict"] == {"control_holds": True, "disguise_natural": True, "disguise_happy": True, "met": True}
+    answers[next(n for n, v in key["crops"].items() if v["kind"] == "caricature")]["look"] = "natural"
+    (out / "answers.json").write_text(json.dumps(answers))
+    disguise.main(["--look-score", str(out / "answers.json"), "--run", out.name])
+    assert json.loads((out / "look-score.json").read_text())["verdict"]["control_holds"] is False
+    assert "the look does not count" in capsys.readouterr().out
 
 
 @pytest.mark.slow
