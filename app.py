@@ -189,6 +189,19 @@ target, face recognition should match you to it instead; the targets are blends 
 never one real person.
 """
 
+DISGUISE_MEASURED = f"""
+**How well does it work? Measured, not promised.** On 150 LFW photos (250 x 250 px, one photo per
+person, medium, happy, hiding from recognition), face search among 1,499 other photos no longer put
+the person first for **92%** (dlib-cpp, never attacked), **91%** (dlib-resnet) and **68%**
+(MobileFaceNet) of the disguised photos. Of the 96 faces that did not already look happy to the
+expression classifier it optimises against, it then read happy on **52%**; a classifier it never saw
+on **45%**; the landmark measure (mouth corners up, mouth wider) confirmed **70%**. The smile is
+small: the warp moves each landmark by at most 0.12 of the distance between the eyes and cannot
+open a mouth. In a blind look by a reviewer who knew nothing of the method, 14 of 20 disguised
+faces looked natural (19 of 20 real ones did). About 10 s a photo on a 2-core CPU. How each figure
+was measured: [BENCHMARKS.md]({BENCHMARKS_URL}).
+"""
+
 _NOT_OFFERED = [e for e in DISGUISE_EMOTIONS if e not in OFFERED]
 EMOTION_INFO = ("Only the emotions that a measure can confirm on the output are offered. Not offered yet: "
                 + "; ".join(f"{e} ({EMOTION_RULES[e].why})" for e in _NOT_OFFERED) + "."
@@ -851,6 +864,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 for c in (expression_table, expression_records, disguise_slider, disguise_closeup, arrows,
                           disguise_file, disguise_summary):
                     c.render()
+        with gr.Accordion("How well does it work?", open=False):
+            gr.Markdown(DISGUISE_MEASURED)
         _wire(disguise_btn, disguise_status, disguise_tab, disguise_inputs, disguise_outputs, "disguise",
               "disguise", validator=validate_disguise)
         shown = disguise_in.change(_preview_for("disguise"), disguise_in, disguise_view, api_name=False,

@@ -392,3 +392,23 @@ def test_disguise_tab_explains_a_face_whose_landmarks_fail(client, photos_manife
     with pytest.raises(Exception) as e:
         _disguise(client, photo)
     assert "landmarks" in str(e.value) and "frontal photo" in str(e.value) and Path(photo).name in str(e.value)
+
+
+def test_the_disguise_tabs_figures_are_the_benchmarks():
+    """Every percentage the tab quotes is the acceptance run's (benchmarks/results/disguise/lfw-full)."""
+    import json
+
+    import app
+
+    g = next(g for g in json.loads((Path(app.HERE) / "benchmarks/results/disguise/lfw-full/report.json").read_text())
+             ["summary"]["groups"] if g["row"] == "both")
+    e = g["expression"]
+    pct = lambda k, n: f"**{round(100 * k / n)}%**"  # noqa: E731
+    for judge in ("dlib-cpp", "dlib-resnet", "mobilefacenet"):
+        assert pct(g["identity"][judge]["dodged"], g["probes"]) in app.DISGUISE_MEASURED, judge
+    assert f"Of the {e['eligible']} faces" in app.DISGUISE_MEASURED
+    for k, n in (("expression", "eligible"), ("heldout", "heldout_eligible"), ("landmark", "eligible")):
+        assert pct(e[k], e[n]) in app.DISGUISE_MEASURED, k
+    look = json.loads((Path(app.HERE) / "benchmarks/results/disguise/lfw-full/look-score.json").read_text())["kinds"]
+    assert f"{look['disguise']['natural']} of {look['disguise']['crops']} disguised" in app.DISGUISE_MEASURED
+    assert f"{look['real']['natural']} of {look['real']['crops']} real" in app.DISGUISE_MEASURED
