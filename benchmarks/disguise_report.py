@@ -232,7 +232,7 @@ def markdown(s: dict, meta: dict) -> str:
             lines.append(f"| {g['emotion']} | {g['target']} | {n} | {_frac(t['optimised_heldout'], n)} | "
                          f"{_frac(t['template_heldout'], n)} | {diff:+.1f} pts | {_frac(t['optimised_heldout_jpeg75'], n)} | "
                          f"{_frac(t['template_heldout_jpeg75'], n)} | {_frac(t['template_expression'], n)} | "
-                         f"{_frac(t['template_landmark'], n)} |")
+                         f"{_frac(t['template_landmark'], n) if measurable(g['emotion']) else 'not measurable'} |")
     if s["projection_vs_sum"]:
         lines += ["", "GradVac (`both`) against the naive sum, joint success on the same probes (exact McNemar test "
                       "on the discordant pairs).", "",

@@ -412,3 +412,17 @@ def test_the_disguise_tabs_figures_are_the_benchmarks():
     look = json.loads((Path(app.HERE) / "benchmarks/results/disguise/lfw-full/look-score.json").read_text())["kinds"]
     assert f"{look['disguise']['natural']} of {look['disguise']['crops']} disguised" in app.DISGUISE_MEASURED
     assert f"{look['real']['natural']} of {look['real']['crops']} real" in app.DISGUISE_MEASURED
+
+
+def test_the_emotions_not_offered_show_their_measured_rates():
+    import json
+
+    import app
+
+    groups = json.loads((Path(app.HERE) / "benchmarks/results/disguise/lfw-other-emotions20/report.json").read_text())[
+        "summary"]["groups"]
+    for g in groups:
+        e = g["expression"]
+        assert app.NOT_OFFERED_MEASURED[g["emotion"]] == (e["heldout"], e["heldout_eligible"]), g["emotion"]
+        assert f"{g['emotion']} (a held-out classifier read it on {e['heldout']} of {e['heldout_eligible']}" in app.EMOTION_INFO
+    assert set(app.NOT_OFFERED_MEASURED) == {e for e in app.DISGUISE_EMOTIONS if e not in app.OFFERED}
