@@ -119,7 +119,7 @@ def _check_run(r: dict, target: bool, measurable: bool = True) -> None:
         if v["found"]:
             assert v["top5"] <= v["top1"] and 0 <= v["verif_protected"] <= v["verif_pairs"]
             assert ("target_top1" in v) == target and ("target_verified" in v) == target
-    assert set(r["expression"]) == {"expression", "expression-heldout", "heldout_warp_jpeg75"}
+    assert set(r["expression"]) == {"expression", "expression-heldout", "heldout_warp", "heldout_warp_jpeg75"}
     for e in r["expression"].values():
         if e["found"]:
             assert len(e["probs"]) == 7 and abs(sum(e["probs"]) - 1) < 1e-3
