@@ -183,7 +183,7 @@ def _each_photo(photos, targets, force: bool, work, desc: str, done: str, out_di
 def _cmd_disguise(args) -> int:
     from .disguise.engine import check_emotion, disguise
     from .io import load_image
-    from .report import output_names
+    from .report import name_in_message, output_names
     from .runtime import configure_threads, resolve_device
 
     configure_threads()
@@ -197,12 +197,11 @@ def _cmd_disguise(args) -> int:
         from .disguise.engine import target_embeddings
         from .recognizers import default_surrogates, load_surrogate
 
-        name = Path(args.target).name
         try:
             target = target_embeddings(load_image(args.target), [load_surrogate(n, device) for n in default_surrogates()],
-                                       f"target photo {name}")
+                                       f"target photo {Path(args.target).name}")
         except FaceprotError as e:
-            raise type(e)(str(e).replace(str(args.target), name) if name in str(e) else f"{name}: {e}") from None
+            raise type(e)(name_in_message(str(e), args.target)) from None
     one_file = len(photos) == 1 and str(args.output).lower().endswith(".png")
     out_dir = Path(args.output).parent if one_file else Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -668,8 +668,7 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
 
     def edit(x: torch.Tensor, i: int) -> torch.Tensor:
         ref = reference if reference is not None else _embed(models, x)
-        m = located.chosen[i].transform.matrix  # photo -> canonical
-        scale = float(1 / np.sqrt(abs(np.linalg.det(np.asarray(m)[:2, :2]))))
+        scale = 1 / located.chosen[i].transform.scale  # photo pixels per canonical pixel
         out = engine(x, torch.from_numpy(points[i])[None], emotion, ref, impersonate=reference is not None,
                      away=_embed(models, x) if reference is not None else None,
                      seed=seed + i, scale=scale, progress=lambda k, m: say(0.05 + 0.93 * (i + k / m) / n,

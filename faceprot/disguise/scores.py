@@ -26,7 +26,7 @@ from ..evaluators import Score, available_evaluators, compare_photos, get_evalua
 from ..expression import expression_model_available, load_expression_model
 from ..faces import find_faces
 from .engine import DisguiseResult
-from .measure import EMOTION_RULES, landmark_verdict, photo_landmarks
+from .measure import EMOTION_RULES, landmark_verdict
 
 
 def scoring_target(target, evaluators=None) -> dict[str, np.ndarray]:
@@ -35,10 +35,9 @@ def scoring_target(target, evaluators=None) -> dict[str, np.ndarray]:
     names = list(evaluators or available_evaluators())
     if isinstance(target, dict):
         return {n: np.asarray(target[n]) for n in names if n in target}
-    from ..io import load_image
     from ..protect import as_picture
 
-    pic = as_picture(target) if not isinstance(target, (str, bytes)) else load_image(target)
+    pic = as_picture(target)
     try:
         face = find_faces(pic.rgb)[0]
     except NoFaceError as e:
@@ -125,7 +124,7 @@ def expression_readings(clean_rgb: np.ndarray, output_rgb: np.ndarray, emotion: 
         readings.append(_classifier_reading("expression-heldout", "black-box (judge only)", clean, out, emotion))
     rule = EMOTION_RULES.get(emotion)
     if rule is not None and rule.supported:
-        edited = face1.landmarks68 if face1 is not None else photo_landmarks(output_rgb)
+        edited = face1.landmarks68 if face1 is not None else None  # no face: the measure says so
         shown, details = landmark_verdict(face0.landmarks68, edited, emotion)
         if details["face"]:
             changes = ", ".join(f"{f.replace('_', ' ')} {details['changes'][f]:+.3f} (needs {t:+.3f})"
