@@ -531,8 +531,8 @@ NO_TARGET = "none: hide from face recognition"
 DISGUISE_TARGETS = [NO_TARGET, *(built_in_targets.label(n) for n in built_in_targets.names())]
 
 
-def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, request: gr.Request = None,
-                 progress=gr.Progress()):
+def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_photo=None,
+                 request: gr.Request = None, progress=gr.Progress()):
     """Emotion disguise: a photo and an emotion in; the disguised photo, the warp, and what face
     recognition and the expression judges make of it out."""
     if not photo:
@@ -549,15 +549,28 @@ def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, requ
     if names is None:
         ERRORS.fail(request, "disguise", f"Unknown choice of recognizers to attack: {surrogates!r}; "
                                           f"choose {', '.join(SURROGATE_CHOICES)}.")
-    if which not in ("largest", "all"):
-        ERRORS.fail(request, "disguise", f"Unknown choice of faces {which!r}; choose largest or all.")
+    if which not in ("largest", "all", "me"):
+        ERRORS.fail(request, "disguise", f"Unknown choice of faces {which!r}; choose largest, all or me.")
+    if which == "me" and not me_photo:
+        ERRORS.fail(request, "disguise", "'me' disguises only your own faces in a group photo: upload a photo "
+                                          "of you (More settings) for faceprot to recognise you by, or choose "
+                                          "largest or all.")
     if strength not in DISGUISE_STRENGTHS:
         ERRORS.fail(request, "disguise", f"Unknown strength {strength!r}; choose {', '.join(DISGUISE_STRENGTHS)}.")
     embeddings = None if target == NO_TARGET else built_in_targets.load_target(target)
     try:
         pic = load_image(photo)
+    except FaceprotError as e:
+        ERRORS.fail(request, "disguise", _named(str(e), photo))
+    me = None
+    if which == "me":
+        try:
+            me = load_image(me_photo)
+        except FaceprotError as e:
+            ERRORS.fail(request, "disguise", _labelled("The photo of you", _named(str(e), me_photo)))
+    try:
         result = disguise_photo(pic, emotion, target=embeddings, strength=strength, seed=int(seed or 0),
-                                faces=which, surrogates=names, device="cpu",
+                                faces=which, me=me, surrogates=names, device="cpu",
                                 progress=lambda f, m: progress(f, desc=m))
         progress(0.99, desc="Scoring the result")
         scores = score_disguise(result, pic.rgb, embeddings)
@@ -692,8 +705,9 @@ def validate_apply(mask_file, photos, which, refine):
     return [gr.validate(True, "")] * 4
 
 
-def validate_disguise(photo, emotion, target, strength, surrogates, which, seed):
-    return [_unreadable("disguise", photo)] + [gr.validate(True, "")] * 6
+def validate_disguise(photo, emotion, target, strength, surrogates, which, seed, me_photo):
+    return ([_unreadable("disguise", photo)] + [gr.validate(True, "")] * 6
+            + [_unreadable("disguise", me_photo, "The photo of you") if which == "me" else gr.validate(True, "")])
 
 
 def validate_check(photo_a, photo_b):
@@ -850,17 +864,19 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                     disguise_attack = gr.Radio(list(SURROGATE_CHOICES), value="dlib + MobileFaceNet",
                                                label="Recognizers to attack",
                                                info="The ones left out are scored as never-attacked.")
-                    disguise_faces = gr.Radio(["largest", "all"], value="largest", label="Faces to disguise")
+                    disguise_faces = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to disguise",
+                                              info="'me': only the faces that match the photo of you below.")
+                    disguise_me = gr.File(label="A photo of you (only for 'me')", type="filepath")
                     disguise_seed = gr.Number(value=0, precision=0, label="Seed (same photo + seed = same result)")
                 disguise_btn = gr.Button("Disguise", variant="primary")
                 disguise_status = gr.Markdown()
                 disguise_inputs = [disguise_in, emotion, target, disguise_strength, disguise_attack,
-                                   disguise_faces, disguise_seed]
+                                   disguise_faces, disguise_seed, disguise_me]
                 disguise_outputs = [disguise_verdict, disguise_table, disguise_records, expression_table,
                                     expression_records, disguise_slider, disguise_closeup, arrows, disguise_file,
                                     disguise_summary]
                 gr.Examples([[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet",
-                              "largest", 0]],
+                              "largest", 0, None]],
                             inputs=disguise_inputs, outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
                             cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
             with gr.Column():

@@ -330,10 +330,11 @@ def app_targets() -> list[str]:
     return app.DISGUISE_TARGETS
 
 
-def _disguise(client, photo, emotion="happy", target=None, **kw):
+def _disguise(client, photo, emotion="happy", target=None, me=None, **kw):
     args = dict(strength="medium", surrogates="dlib + MobileFaceNet", which="largest", seed=0) | kw
     return client.predict(handle_file(str(photo)), emotion, target or app_targets()[0], args["strength"],
-                          args["surrogates"], args["which"], args["seed"], api_name="/disguise")
+                          args["surrogates"], args["which"], args["seed"], handle_file(str(me)) if me else None,
+                          api_name="/disguise")
 
 
 @pytest.mark.slow
@@ -379,6 +380,24 @@ def test_disguise_tab_refuses_an_unknown_emotion_or_target_with_faceprots_senten
             _disguise(client, photo, emotion, target)
         assert words in str(e.value), str(e.value)
         assert "Choose happy" in str(e.value) or "blend A" in str(e.value)
+
+
+def test_disguise_tab_faces_me_needs_a_photo_of_you_with_a_face_that_is_in_the_photo(client, photos_manifest,
+                                                                                     tmp_path):
+    """"me" disguises only the faces that match a photo of you: without one, with a faceless one, or
+    with one of somebody else, faceprot says which, before any optimisation."""
+    from PIL import Image
+
+    photo = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
+    obama = next(e["path"] for e in photos_manifest if e["identity"] == "obama")
+    wall = tmp_path / "wall.png"
+    Image.new("RGB", (320, 240), (200, 190, 180)).save(wall)
+    for me, words in ((None, "upload a photo of you"),
+                      (wall, "The photo of you has no usable face"),
+                      (obama, "None of the faces in this photo matched the photo of you")):
+        with pytest.raises(Exception) as e:
+            _disguise(client, photo, me=me, which="me")
+        assert words in str(e.value), (me, str(e.value))
 
 
 @pytest.mark.slow

@@ -235,6 +235,40 @@ def test_faces_me_picks_the_person_of_the_reference_photo(lfw_picture, lfw_manif
         disguise(lfw_picture, faces="me", steps=1)
 
 
+@pytest.mark.slow
+def test_faces_me_in_a_group_is_scored_on_my_face_not_the_largest(lfw_picture, lfw_manifest):
+    """A group photo where "me" is not the largest face: the disguise edits only my face, and the
+    scores and the expression judges read my face in the output, never the larger stranger's."""
+    import cv2
+
+    from faceprot.disguise.scores import same_face, score_disguise
+    from faceprot.evaluators import compare_photos
+    from faceprot.faces import find_faces
+    from faceprot.io import load_image
+
+    me = lfw_manifest[0]
+    same = next(e for e in lfw_manifest[1:] if e["identity"] == me["identity"])
+    other = next(e for e in lfw_manifest if e["identity"] != me["identity"])
+    a = lfw_picture.rgb
+    b = cv2.resize(load_image(other["path"]).rgb, None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC)
+    pad = lambda x: np.pad(x, ((0, b.shape[0] - x.shape[0]), (0, 0), (0, 0)), constant_values=128)  # noqa: E731
+    group = np.ascontiguousarray(np.concatenate([pad(a), b], axis=1))
+    r = disguise(group, faces="me", me=same["path"], steps=1, surrogates=["dlib-resnet"])
+    mine = r.faces[0].face
+    assert len(r.faces) == 1 and mine.box[2] <= a.shape[1]  # my face, on the left
+    out = r.picture.rgb
+    assert find_faces(out)[0].box[0] >= a.shape[1]  # the largest face in the output is the stranger's
+    assert not np.any(out[:, a.shape[1]:] != group[:, a.shape[1]:])  # left untouched
+    found = same_face(out, mine)
+    assert found is not None and found.box[2] <= a.shape[1]
+    scores = {s.evaluator: s for s in score_disguise(r, group).self}
+    mine_again = {s.evaluator: s for s in compare_photos(group, out, evaluators=["dlib-resnet"],
+                                                          face_a=mine, face_b=found)}
+    stranger = {s.evaluator: s for s in compare_photos(group, out, evaluators=["dlib-resnet"], face_a=mine)}
+    assert scores["dlib-resnet"].score == pytest.approx(mine_again["dlib-resnet"].score)
+    assert abs(scores["dlib-resnet"].score - stranger["dlib-resnet"].score) > 0.2
+
+
 # ------------------------------------------------------------------------------------------------
 # Errors a user can cause
 # ------------------------------------------------------------------------------------------------

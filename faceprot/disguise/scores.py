@@ -51,14 +51,16 @@ def scoring_target(target, evaluators=None) -> dict[str, np.ndarray]:
     return out
 
 
-def target_scores(output_rgb: np.ndarray, target: dict[str, np.ndarray], surrogates) -> list[Score]:
-    """Each evaluator's verdict on the output photo's largest face against the target's embedding
+def target_scores(output_rgb: np.ndarray, target: dict[str, np.ndarray], surrogates, face=None) -> list[Score]:
+    """Each evaluator's verdict on a face of the output photo against the target's embedding
     (a :class:`~faceprot.evaluators.Score` per evaluator the target has; score None where the
-    evaluator finds no face on the output)."""
-    try:
-        face = find_faces(output_rgb)[0]
-    except NoFaceError:
-        face = None
+    evaluator finds no face on the output). The face is ``face`` (found in the output already), or
+    by default the output's largest."""
+    if face is None:
+        try:
+            face = find_faces(output_rgb)[0]
+        except NoFaceError:
+            face = None
     out = []
     for name, ref in target.items():
         ev = get_evaluator(name)
@@ -107,18 +109,37 @@ def _classifier_reading(name: str, role: str, clean: torch.Tensor, out: torch.Te
     return ExpressionReading(name, role, top(p0), top(p1), float(p0[col]), float(p1[col]), top(p1) == emotion)
 
 
+def same_face(rgb: np.ndarray, face, min_iou: float = 0.3):
+    """The face found in ``rgb`` whose box overlaps ``face``'s the most (intersection over union
+    at least ``min_iou``): the same person's face in an edited copy of the photo, where the largest
+    face may be somebody else's. None where no face found there overlaps it enough."""
+    try:
+        found = find_faces(rgb, "all", min_px=0)
+    except NoFaceError:
+        return None
+    a = np.asarray(face.box, dtype=np.float64)
+
+    def iou(f) -> float:
+        b = np.asarray(f.box, dtype=np.float64)
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    best = max(found, key=iou)
+    return best if iou(best) >= min_iou else None
+
+
 def expression_readings(clean_rgb: np.ndarray, output_rgb: np.ndarray, emotion: str,
                         clean_face=None) -> list[ExpressionReading]:
-    """The expression of the clean and the output photo's largest face, read three ways: the
+    """The expression of a face in the clean and the output photo, read three ways: the
     objective's classifier, the held-out one (where installed) and the landmark measure (where it
-    has a rule for the emotion)."""
+    has a rule for the emotion). The face is ``clean_face`` (default: the clean photo's largest),
+    found again in the output where it overlaps it (:func:`same_face`)."""
     face0 = clean_face or find_faces(clean_rgb)[0]
     clean = align(clean_rgb, face0.transform)
-    try:
-        face1 = find_faces(output_rgb)[0]
-        out = align(output_rgb, face1.transform)
-    except NoFaceError:
-        face1, out = None, None
+    face1 = same_face(output_rgb, face0)
+    out = align(output_rgb, face1.transform) if face1 is not None else None
     readings = [_classifier_reading("expression", "white-box (in the objective)", clean, out, emotion)]
     if expression_model_available("expression-heldout")[0]:
         readings.append(_classifier_reading("expression-heldout", "black-box (judge only)", clean, out, emotion))
@@ -157,8 +178,21 @@ def score_disguise(result: DisguiseResult, clean_rgb: np.ndarray, target=None) -
     """
     out = result.picture.rgb
     face = result.faces[0].face
-    self_scores = compare_photos(clean_rgb, out, surrogates=result.surrogates, face_a=face)
-    tgt = target_scores(out, scoring_target(target), result.surrogates) if target is not None else []
+    found = same_face(out, face)
+    if found is None:  # faceprot's detector lost the face: the recognizers that use it read nothing
+        self_scores = []
+        for name in available_evaluators():
+            ev = get_evaluator(name)
+            role, note = role_of(name, tuple(result.surrogates))
+            self_scores.append(Score(name, ev.metric, None, ev.threshold.value, None, role,
+                                     note + "; no face found where the disguised face is"))
+    else:
+        self_scores = compare_photos(clean_rgb, out, surrogates=result.surrogates, face_a=face, face_b=found)
+    tgt = []
+    if target is not None:
+        tgt = target_scores(out, scoring_target(target), result.surrogates, found)
+        if found is None:  # not the largest face's: the disguised face was not found at all
+            tgt = [Score(t.evaluator, t.metric, None, t.threshold, None, t.role, t.note) for t in tgt]
     return DisguiseScores(self_scores, tgt, expression_readings(clean_rgb, out, result.emotion, face))
 
 
