@@ -63,7 +63,8 @@ CELEBAHQ_FROM_CANONICAL = _square_onto_image(celebahq_square(CANONICAL_POINTS), 
 CANONICAL_FROM_CELEBAHQ = invert_affine(CELEBAHQ_FROM_CANONICAL)
 
 
-def affine_resample(image: torch.Tensor, out_to_in: np.ndarray, size: int, padding_mode: str = "border") -> torch.Tensor:
+def affine_resample(image: torch.Tensor, out_to_in: np.ndarray, size: int,
+                    padding_mode: str = "border") -> torch.Tensor:
     """Bilinear resampling of images through an affine map, differentiable.
 
     Args:
