@@ -145,6 +145,14 @@ MODELS: dict[str, ModelEntry] = {
             repo_id="lithiumice/insightface",
         ),
         ModelEntry(
+            key="landmarks-3d68",
+            description="InsightFace 1k3d68: 68 3-D face landmarks from a 192x192 crop (antelopev2), "
+                        "differentiable through faceprot's ONNX path",
+            files=_files("models/antelopev2/1k3d68.onnx"),
+            license="MIT (insightface model zoo, non-commercial research use of the weights)",
+            repo_id="lithiumice/insightface",
+        ),
+        ModelEntry(
             key="retinaface",
             description="RetinaFace mobilenet0.25 face detector, biubug6/Pytorch_Retinaface",
             files=_files(

@@ -81,3 +81,60 @@ def tiny_iresnet(opset: int = 13, flatten: str = "dynamic", seed: int = 0, size:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.checker.check_model(model)
     return model
+
+
+def tiny_landmark_3d68(seed: int = 0) -> onnx.ModelProto:
+    """input ``data`` (N, 3, 192, 192) raw RGB in [0, 255] -> ``fc1`` (N, 3309), in the layout of
+    InsightFace's 1k3d68.onnx (an MXNet export with a symbolic batch named "None").
+
+    A ``bn_data`` batch-norm normalises the raw pixels (so InsightFace's rule says: mean 0, std 1),
+    then Conv+BN+PRelu, a max pool, one residual unit (Conv, BN, Relu, Conv, BN plus a strided 1x1
+    Conv+BN shortcut, Add, Relu), a strided Conv, Flatten and the Gemm to 1103 x 3 numbers. The
+    weights are scaled so that the points spread over the crop, as a trained model's do.
+    """
+    rng = np.random.default_rng(seed)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def bn(x: str, c: int, name: str, mean=None, var=None) -> str:
+        ins = [x, const(f"{name}_gamma", rng.uniform(0.8, 1.2, c)), const(f"{name}_beta", rng.normal(0, 0.1, c)),
+               const(f"{name}_moving_mean", rng.normal(0, 0.1, c) if mean is None else mean),
+               const(f"{name}_moving_var", rng.uniform(0.5, 2.0, c) if var is None else var)]
+        nodes.append(helper.make_node("BatchNormalization", ins, [name], name=name, epsilon=2e-5, momentum=0.9))
+        return name
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str) -> str:
+        w = const(f"{name}_weight", rng.normal(0, (2 / (cin * k * k)) ** 0.5, (cout, cin, k, k)))
+        nodes.append(helper.make_node("Conv", [x, w], [name], name=name, kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[k // 2] * 4 if k > 1 else [0] * 4))
+        return name
+
+    def op(kind: str, ins: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(kind, ins, [name], name=name, **attrs))
+        return name
+
+    x = bn("data", 3, "bn_data", mean=np.full(3, 127.5), var=np.full(3, 128.0**2))
+    slope = const("relu0_gamma", np.full((8, 1, 1), 0.25))
+    x = op("PRelu", [bn(conv(x, 3, 8, 3, 2, "conv0"), 8, "bn0"), slope], "relu0")
+    x = op("MaxPool", [x], "pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 48 x 48
+    y = op("Relu", [bn(conv(x, 8, 16, 3, 2, "unit1_conv1"), 16, "unit1_bn1")], "unit1_relu1")
+    y = bn(conv(y, 16, 16, 3, 1, "unit1_conv2"), 16, "unit1_bn2")
+    short = bn(conv(x, 8, 16, 1, 2, "unit1_sc"), 16, "unit1_sc_bn")
+    x = op("Relu", [op("Add", [y, short], "unit1_plus")], "unit1_relu")  # 24 x 24
+    x = conv(x, 16, 4, 3, 4, "conv_last")  # 6 x 6
+    x = op("Flatten", [x], "flatten0", axis=1)
+    w = const("fc1_weight", rng.normal(0, 0.2 / 144**0.5, (3309, 144)))
+    op("Gemm", [x, w, const("fc1_bias", rng.uniform(-0.6, 0.6, 3309))], "fc1", alpha=1.0, beta=1.0, transB=1)
+
+    graph = helper.make_graph(
+        nodes, "tiny_1k3d68",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["None", 3, 192, 192])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["None", 3309])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    onnx.checker.check_model(model)
+    return model

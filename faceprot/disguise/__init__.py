@@ -1,6 +1,6 @@
 """The emotion disguise (MAP, FACTS.md section 7): edit a face's expression so that face recognition
-no longer matches it. The warp engine, :func:`~.engine.disguise`, runs end to end (the diffusion
-engine is not built); it is made of two optimisation pieces and the warp's geometry:
+no longer matches it. The warp engine, :func:`~.engine.disguise`, runs end to end on the CPU; it is
+made of two optimisation pieces and the warp's geometry:
 
 * :mod:`.projection`: :class:`GradientProjector`, which combines the identity and expression
   gradients (sum, PCGrad or GradVac) so that neither objective undoes the other;
@@ -15,6 +15,13 @@ engine is not built); it is made of two optimisation pieces and the warp's geome
 :func:`~.engine.disguise` (photo in, :class:`~.engine.DisguiseResult` out). And the landmark
 measure that judges the edit without weights, :mod:`.measure`: expression features from dlib's 68
 points and a verdict per emotion against the person's clean photo.
+
+The diffusion engine, :func:`.diffusion.disguise` (for a GPU), edits the face through a CelebA-HQ
+DDPM instead: :mod:`.framing` maps the canonical square to the model's framing and back,
+:mod:`.landmarks3d` gives differentiable landmarks, and :mod:`.diffusion` holds the DDIM inversion,
+the optimisation of the generative steps' offsets and the pipeline. It shares the projection, the
+smoothness term and the expression templates with the warp engine. Import it from its module:
+it is not loaded with the package.
 """
 
 from .smoothness import CONTOURS, laplacian, laplacian_loss

@@ -527,8 +527,27 @@ def paste_warp(rgb: np.ndarray, transform, points: torch.Tensor, displacements: 
     return out
 
 
+class DisguisedPhoto:
+    """What every engine's result offers: the output photo, its notices and its PNG (from the
+    result's ``protected``, a :class:`~faceprot.protect.Protected`)."""
+
+    protected: Protected
+
+    @property
+    def picture(self) -> Picture:
+        return self.protected.picture
+
+    @property
+    def notices(self) -> list[str]:
+        return self.protected.notices
+
+    def png(self) -> bytes:
+        """The disguised photo as a lossless PNG (see :func:`faceprot.io.encode_png`)."""
+        return encode_png(self.protected.picture)
+
+
 @dataclass
-class DisguiseResult:
+class DisguiseResult(DisguisedPhoto):
     """A disguised photo and what was done to it.
 
     protected: the output (:class:`~faceprot.protect.Protected`: ``.picture`` has the input's size,
@@ -547,20 +566,9 @@ class DisguiseResult:
     config: DisguiseConfig
     seconds: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def picture(self) -> Picture:
-        return self.protected.picture
 
-    @property
-    def notices(self) -> list[str]:
-        return self.protected.notices
-
-    def png(self) -> bytes:
-        """The disguised photo as a lossless PNG (see :func:`faceprot.io.encode_png`)."""
-        return encode_png(self.protected.picture)
-
-
-def _embed(models: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def embed_faces(models: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per surrogate, (D,) embedding of the first canonical face of ``x`` (1, 3, S, S), on the CPU."""
     with torch.no_grad():
         return {s.name: s(x.to(s.device))[0].cpu() for s in models}
 
@@ -573,7 +581,22 @@ def target_embeddings(target, models: list, what: str = "target photo") -> dict[
     except NoFaceError as e:
         raise NoFaceError(f"The {what} has no usable face. {e}") from None
     face = located.chosen[0]
-    return _embed(models, align(located.picture.rgb, face.transform))
+    return embed_faces(models, align(located.picture.rgb, face.transform))
+
+
+def reference_embeddings(target, models: list) -> dict[str, torch.Tensor] | None:
+    """Per surrogate, (D,) the embedding to impersonate: None to dodge (``target`` None), a target
+    photo's largest face's, or a dict of embeddings by surrogate name as they are (a built-in
+    target, :mod:`faceprot.disguise.gallery`); a :class:`FaceprotError` when that dict lacks one."""
+    if target is None:
+        return None
+    if not isinstance(target, dict):
+        return target_embeddings(target, models)
+    missing = [s.name for s in models if s.name not in target]
+    if missing:
+        raise FaceprotError(f"The target has no embedding for {', '.join(missing)}; attack "
+                            f"{', '.join(target) or 'another recognizer'} instead.")
+    return {s.name: torch.as_tensor(target[s.name], dtype=torch.float32) for s in models}
 
 
 def faces_matching(rgb: np.ndarray, faces: list[Face], reference: dict[str, torch.Tensor], models: list) -> list[Face]:
@@ -653,24 +676,17 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
     else:
         located = locate(photo, faces, detector)
     points = [check_landmarks(f) for f in located.chosen]
-    if isinstance(target, dict):  # embeddings already (a built-in target: faceprot.disguise.gallery)
-        missing = [n for n in names if n not in target]
-        if missing:
-            raise FaceprotError(f"The target has no embedding for {', '.join(missing)}; attack "
-                                f"{', '.join(target) or 'another recognizer'} instead.")
-        reference = {n: torch.as_tensor(target[n], dtype=torch.float32) for n in names}
-    else:
-        reference = target_embeddings(target, models) if target is not None else None
+    reference = reference_embeddings(target, models)
     t_locate = time.perf_counter() - t0
 
     records: list[FaceDisguise] = []
     n = len(located.chosen)
 
     def edit(x: torch.Tensor, i: int) -> torch.Tensor:
-        ref = reference if reference is not None else _embed(models, x)
+        ref = reference if reference is not None else embed_faces(models, x)
         scale = 1 / located.chosen[i].transform.scale  # photo pixels per canonical pixel
         out = engine(x, torch.from_numpy(points[i])[None], emotion, ref, impersonate=reference is not None,
-                     away=_embed(models, x) if reference is not None else None,
+                     away=embed_faces(models, x) if reference is not None else None,
                      seed=seed + i, scale=scale, progress=lambda k, m: say(0.05 + 0.93 * (i + k / m) / n,
                                                               f"Face {i + 1} of {n}: step {k}/{m}"))
         records.append(FaceDisguise(face=located.chosen[i], **out))
@@ -693,6 +709,7 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
                           {"locate": t_locate, "optimise": t_opt, "total": time.perf_counter() - t0})
 
 
-__all__ = ["disguise", "DisguiseResult", "FaceDisguise", "EmotionDisguise", "DisguiseConfig", "expression_basis",
-           "DIRECTIONS", "face_region", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError", "LandmarkError", "check_emotion",
-           "check_landmarks", "target_embeddings", "faces_matching", "paste_warp"]
+__all__ = ["disguise", "DisguiseResult", "DisguisedPhoto", "FaceDisguise", "EmotionDisguise", "DisguiseConfig",
+           "expression_basis", "DIRECTIONS", "face_region", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError",
+           "LandmarkError", "check_emotion", "check_landmarks", "target_embeddings", "embed_faces",
+           "reference_embeddings", "faces_matching", "paste_warp"]
