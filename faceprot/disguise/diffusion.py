@@ -9,9 +9,9 @@
 
 **Model and schedule.** ``google/ddpm-ema-celebahq-256`` (registry entry ``ddpm-celebahq``), a
 diffusers ``UNet2DModel`` predicting the noise, trained with DDPM's schedule: betas linear from
-1e-4 to 0.02 over 1000 steps (Ho et al. 2020, section 4; the repo's ``scheduler_config.json``
-says the same: ``DDPMScheduler``, ``linear``, ``beta_start`` 0.0001, ``beta_end`` 0.02,
-``num_train_timesteps`` 1000). The DDIM steps here are our own code (:func:`ddim_step`), the
+1e-4 to 0.02 over 1000 steps (Ho et al. 2020, section 4, whose CelebA-HQ 256 model this is). The
+repo's ``scheduler_config.json`` is not in the registry and was never read here (no Hub access), so
+the schedule is written down rather than loaded. The DDIM steps here are our own code (:func:`ddim_step`), the
 deterministic update (eta 0) of Song et al. 2021, eq. 12, in the conventions of diffusers'
 ``DDIMScheduler`` and ``DDIMInverseScheduler``: the image is the sample at timestep 0 (noise level
 ``alpha_bar[0]``), and the UNet is evaluated at the step's starting timestep.
