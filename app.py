@@ -27,7 +27,7 @@ import gradio as gr
 from gradio_client import handle_file
 
 from faceprot import report
-from faceprot.cloak import PRESETS, PersonalMask, apply_mask, enroll
+from faceprot.cloak import PRESETS, STRENGTHS, PersonalMask, apply_mask, enroll
 from faceprot.disguise import OFFERED
 from faceprot.disguise import STRENGTHS as DISGUISE_STRENGTHS
 from faceprot.disguise import disguise as disguise_photo
@@ -742,7 +742,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                       API_EXAMPLE_PHOTOS["selfie"])
                 selfie_view = gr.Image(label="Your selfie as faceprot reads it", interactive=False,
                                        format="png", height=240)
-                strength = gr.Radio(list(PRESETS), value="medium", label="Strength",
+                strength = gr.Radio(list(STRENGTHS), value="medium", label="Strength",
                                     info="low: hard to see, barely protects. medium: visible up close. "
                                          "high: strongest, plainly visible. See the close-ups below.")
                 attack = gr.Radio(list(SURROGATE_CHOICES), value="dlib + MobileFaceNet",
@@ -777,7 +777,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         with gr.Accordion("How strong, and how visible?", open=False):
             gr.Markdown(STRENGTH_HELP)
             with gr.Row():
-                for look in ("original", *PRESETS):
+                for look in ("original", *STRENGTHS):
                     gr.Image(str(EXAMPLES / "strengths" / f"{look}.png"), label=look, interactive=False,
                              format="png", height=200)
         _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect",

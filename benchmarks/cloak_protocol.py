@@ -31,6 +31,7 @@ from faceprot.evaluators import get_evaluator
 from faceprot.faces import detect_faces
 from faceprot.io import encode_png, load_image
 from faceprot.metrics import similarity_matrix
+from faceprot.visibility import psnr, ssim
 
 EVALUATORS = ["dlib-cpp", "dlib-resnet", "mobilefacenet"]
 SETTINGS = {"dlib-resnet": ["dlib-resnet"], "mobilefacenet": ["mobilefacenet"],
@@ -119,18 +120,8 @@ def score_embedding(name: str, e: np.ndarray, probe: int, identity: str, ids: np
             "verif_protected": int(len(own_scores) - matches), "verif_pairs": int(len(own_scores))}
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = d[mask].mean() if mask is not None else d.mean()
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
-
-
-def _ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    from skimage.metrics import structural_similarity
-
-    _, full = structural_similarity(a, b, channel_axis=2, data_range=255, full=True)
-    full = full.mean(-1)
-    return float(full[mask].mean() if mask is not None else full.mean())
+# the face-region quality lives in the package (faceprot.visibility), beside the colour shift
+_psnr, _ssim = psnr, ssim
 
 
 def quality(clean: np.ndarray, prot: np.ndarray, region: np.ndarray) -> dict:

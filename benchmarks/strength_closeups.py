@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceprot.cloak import PRESETS, apply_mask, enroll  # noqa: E402
+from faceprot.cloak import STRENGTHS, apply_mask, enroll  # noqa: E402
 from faceprot.io import encode_png  # noqa: E402
 from faceprot.protect import locate  # noqa: E402
 from faceprot.runtime import configure_threads  # noqa: E402
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         print(f"{out / name}.png  ({x1 - x0}x{y1 - y0} px at 100%)")
 
     save("original", located.picture.rgb)
-    for preset in PRESETS:
+    for preset in STRENGTHS:
         mask = enroll(located.picture, face=face, preset=preset, seed=args.seed).mask
         save(preset, apply_mask(located, mask).picture.rgb)
     return 0

@@ -6,6 +6,8 @@ embeddings are ``(B, D)``. Everything here is differentiable with respect to the
 * :func:`similarity`: the one "higher is more alike" score a loss uses, in threshold units;
 * :func:`project`: the L-inf projection onto a per-pixel budget;
 * :func:`sign_step`: one signed PGD step followed by that projection;
+* :class:`BudgetSpace`: the coordinates a budget is measured in: RGB (the paper's box) or
+  luminance and chroma (YCbCr), a linear map of RGB, so a box there is still projected exactly;
 * :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`: gradient and input shaping;
 * :func:`device_of`: the one device an ensemble of surrogates sits on.
 """
@@ -45,10 +47,50 @@ def project(delta: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sign_step(delta: torch.Tensor, grad: torch.Tensor, alpha: float, budget: torch.Tensor) -> None:
-    """One PGD step in place: ``delta -= alpha * sign(grad)``, then :func:`project` onto the budget."""
+def sign_step(delta: torch.Tensor, grad: torch.Tensor, alpha: float | torch.Tensor, budget: torch.Tensor) -> None:
+    """One PGD step in place: ``delta -= alpha * sign(grad)``, then :func:`project` onto the budget.
+
+    ``alpha`` is one step size, or a per-pixel map that broadcasts against ``delta``."""
     delta -= alpha * grad.sign()
     delta.copy_(project(delta, budget))
+
+
+#: BT.601 full-range YCbCr (JPEG's): rows give Y (luminance), Cb (blue - yellow) and Cr (red -
+#: green) from R, G, B. Each row's absolute values sum to 1, so an 8-bit rounding of R, G and B
+#: (at most 0.5 a channel) moves each of Y, Cb and Cr by at most 0.5 of a level.
+YCBCR_FROM_RGB = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+class BudgetSpace:
+    """The coordinates a per-pixel L-inf budget is measured in, on channel dimension -3.
+
+    ``"rgb"``: the paper's box, |delta_c| <= budget in each of R, G, B (the identity map).
+    ``"ycbcr"``: a box in luminance and chroma, |(M delta)_k| <= budget_k, M = :data:`YCBCR_FROM_RGB`;
+    M is linear and invertible, so a perturbation kept in YCbCr coordinates is clipped exactly
+    there and mapped to RGB only where an image needs it.
+    """
+
+    def __init__(self, name: str = "rgb"):
+        if name not in ("rgb", "ycbcr"):
+            raise ValueError(f"Unknown budget space {name!r}: 'rgb' or 'ycbcr'.")
+        self.name = name
+        m = torch.tensor(YCBCR_FROM_RGB, dtype=torch.float64)
+        self._from_rgb, self._to_rgb = m.float(), torch.linalg.inv(m).float()
+
+    def __repr__(self) -> str:
+        return f"BudgetSpace({self.name!r})"
+
+    @staticmethod
+    def _apply(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ij,...jhw->...ihw", m.to(x.device, x.dtype), x)
+
+    def from_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., 3, H, W) RGB -> the space's coordinates (RGB: ``x`` itself, the same tensor)."""
+        return x if self.name == "rgb" else self._apply(self._from_rgb, x)
+
+    def to_rgb(self, c: torch.Tensor) -> torch.Tensor:
+        """(..., 3, H, W) the space's coordinates -> RGB (RGB: ``c`` itself, the same tensor)."""
+        return c if self.name == "rgb" else self._apply(self._to_rgb, c)
 
 
 def unit_scale(g: torch.Tensor) -> torch.Tensor:
@@ -96,4 +138,4 @@ def device_of(surrogates: list) -> torch.device:
     return devices.pop()
 
 
-__all__ = ["similarity", "project", "sign_step", "unit_scale", "gaussian_smooth", "elastic_warp", "device_of"]
+__all__ = ["similarity", "project", "sign_step", "BudgetSpace", "YCBCR_FROM_RGB", "unit_scale", "gaussian_smooth", "elastic_warp", "device_of"]

@@ -226,22 +226,30 @@ def region_weight(size: int = CANONICAL_SIZE, feather: int = FEATHER) -> np.ndar
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: torch.Tensor | np.ndarray) -> np.ndarray:
+def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: torch.Tensor | np.ndarray,
+               gamut: str = "clip") -> np.ndarray:
     """Add a canonical-space delta to a photo at the photo's own resolution.
 
     The delta is warped through the inverse transform with bilinear interpolation and multiplied
-    by the feathered face-region weight, so no pixel outside the face region changes and none
-    changes by more than max|delta| (plus rounding to 8 bits). A zero delta returns the input
-    bit for bit.
+    by the feathered face-region weight (:func:`to_photo`), so no pixel outside the face region
+    changes and none changes by more than max|delta| (plus rounding to 8 bits). A zero delta
+    returns the input bit for bit.
 
     Args:
         rgb: (H, W, 3) uint8 photo.
         transform: photo -> canonical.
         delta: (3, S, S) or (1, 3, S, S) float in the canonical convention's units ([0, 1] is the
             full 8-bit range), as a tensor or an array.
+        gamut: where a pixel would leave [0, 255]: "clip" clips each channel on its own (an
+            RGB box budget still holds); "scale" shortens the pixel's whole change until it fits,
+            so any budget that is a symmetric convex set of colour changes (a luminance/chroma
+            box) still holds, where clipping one channel would turn a luminance change into a
+            colour one.
     Returns:
         (H, W, 3) uint8 photo.
     """
+    if gamut not in ("clip", "scale"):
+        raise ValueError(f"gamut must be 'clip' or 'scale', got {gamut!r}")
     d = delta.detach().cpu().numpy() if isinstance(delta, torch.Tensor) else np.asarray(delta)
     if d.ndim == 4:
         if d.shape[0] != 1:
@@ -249,13 +257,41 @@ def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: torch.Tensor | 
         d = d[0]
     if d.shape != (3, CANONICAL_SIZE, CANONICAL_SIZE):
         raise ValueError(f"Expected a (3, {CANONICAL_SIZE}, {CANONICAL_SIZE}) delta, got {d.shape}.")
-    levels = d.transpose(1, 2, 0) * 255.0  # 8-bit pixel levels
-    h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = transform.region_bbox(w, h)
     out = rgb.copy()
-    if x1 <= x0 or y1 <= y0:
+    box, warped = to_photo(rgb.shape[:2], transform, d * 255.0)  # 8-bit pixel levels
+    if box is None:
         return out
-    weighted = levels.astype(np.float32) * region_weight()[..., None]
+    x0, y0, x1, y1 = box
+    clean = rgb[y0:y1, x0:x1].astype(np.float32)
+    if gamut == "scale":
+        # the largest t <= 1 with clean + t * warped inside [0, 255] in every channel
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(warped > 0, (255 - clean) / warped, np.where(warped < 0, clean / -warped, np.inf))
+        warped = warped * np.clip(room.min(-1, keepdims=True), 0, 1)
+    patch = clean + warped
+    out[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
+    return out
+
+
+def to_photo(shape: tuple[int, int], transform: FaceTransform, planes: np.ndarray):
+    """Canonical planes as the photo's pixels get them in :func:`paste_back`: weighted by the
+    feathered face region, then warped bilinearly into the photo (zero outside the region).
+
+    Warping is linear with non-negative weights, so a per-pixel bound |d| <= b in canonical space
+    becomes |to_photo(d)| <= to_photo(b) in the photo: this is the bound a protected photo keeps.
+
+    Args:
+        shape: (H, W) of the photo.
+        planes: (C, S, S) float.
+    Returns:
+        ((x0, y0, x1, y1), (y1 - y0, x1 - x0, C) float32) for the face region's box, or
+        (None, None) when the box is empty.
+    """
+    h, w = shape[:2]
+    x0, y0, x1, y1 = transform.region_bbox(w, h)
+    if x1 <= x0 or y1 <= y0:
+        return None, None
+    weighted = np.asarray(planes).transpose(1, 2, 0).astype(np.float32) * region_weight()[..., None]
     # canonical -> photo crop: sample canonical at M(photo pixel) (WARP_INVERSE_MAP), zero outside.
     m = transform.matrix.copy()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
@@ -264,9 +300,7 @@ def paste_back(rgb: np.ndarray, transform: FaceTransform, delta: torch.Tensor | 
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
-    patch = rgb[y0:y1, x0:x1].astype(np.float32) + warped
-    out[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
-    return out
+    return (x0, y0, x1, y1), warped.reshape(y1 - y0, x1 - x0, -1)
 
 
 def region_mask(shape: tuple[int, int], transform: FaceTransform) -> np.ndarray:

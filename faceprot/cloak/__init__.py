@@ -8,9 +8,10 @@
 """
 
 from .apply import Protected, apply_mask
-from .enroll import PRESETS, Enrollment, config_for, enroll
+from .enroll import PRESETS, STRENGTHS, Enrollment, config_for, enroll
 from .maskfile import MaskFileError, PersonalMask
 from .optimizer import CloakConfig
+from .perceptual import PerceptualBudget
 
 __all__ = ["enroll", "apply_mask", "PersonalMask", "MaskFileError", "Enrollment", "Protected",
-           "PRESETS", "CloakConfig", "config_for"]
+           "PRESETS", "STRENGTHS", "CloakConfig", "PerceptualBudget", "config_for"]

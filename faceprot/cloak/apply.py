@@ -2,6 +2,11 @@
 
     photo -> faces (:func:`faceprot.protect.locate`) -> the mask, optionally refined on this face
     -> paste back (:func:`faceprot.protect.protect_faces`) -> protected photo
+
+A perceptual mask (format 2) makes each face's budget again from that face (its texture, its
+eyes: :class:`~faceprot.cloak.perceptual.PerceptualBudget`), keeps the mask inside it, and pastes
+back with the whole pixel's change shortened at the gamut's edge, so the luminance/chroma box
+holds on the output photo.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..canonical import align
+from ..attack import project
+from ..canonical import align, paste_back, to_pictures
 from ..errors import FaceprotError, NoFaceError
 from ..faces import Face, Selection, select_faces
 from ..io import Picture
@@ -63,7 +69,8 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection | Sequence[Face] = "l
         device: where refinement runs ("auto"/None: a GPU when there is one; "cpu"; "cuda").
     Returns:
         :class:`Protected`; only pixels in the chosen faces' regions change, each by at most the
-        mask's budget (plus rounding).
+        mask's budget (plus rounding): the mask's RGB box, or for a perceptual mask each face's
+        own Y/Cb/Cr budget.
     """
     if isinstance(photo, Located):
         located = photo
@@ -75,6 +82,8 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection | Sequence[Face] = "l
     else:
         located = locate(photo, faces, detector)
     base = torch.from_numpy(mask.delta)
+    if mask.perceptual is not None:
+        return _apply_perceptual(located, mask, base, refine, seed, device, strip_weight)
     if refine <= 0:
         return protect_faces(located, base)
     dev = resolve_device(device)
@@ -83,6 +92,24 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection | Sequence[Face] = "l
     budget = torch.from_numpy(mask.budget)
     return protect_faces(located, lambda x, i: refine_delta(x, base, budget, models, refine, alpha,
                                                             seed=seed + i, strip_weight=strip_weight))
+
+
+def _apply_perceptual(located: Located, mask: PersonalMask, base: torch.Tensor, refine: int, seed: int,
+                      device: str | None, strip_weight: float) -> Protected:
+    """apply_mask for a perceptual mask: each face gets its own budget, the mask is kept inside
+    it (and refined there), and the paste-back keeps the box at the gamut's edge."""
+    rule, space = mask.budget_rule(), mask.space()
+    models = [load_surrogate(n, resolve_device(device)) for n in mask.surrogates] if refine > 0 else []
+
+    def edit(x: torch.Tensor, i: int) -> torch.Tensor:
+        budget = torch.from_numpy(rule(to_pictures(x)[0], located.chosen[i].canonical_landmarks))
+        if refine <= 0:
+            return space.to_rgb(project(space.from_rgb(base), budget))
+        return refine_delta(x, base, budget, models, refine, budget * rule.step_fraction, seed=seed + i,
+                            strip_weight=strip_weight, space=space)
+
+    return protect_faces(located, edit,
+                         paste=lambda out, i, d: paste_back(out, located.chosen[i].transform, d, gamut="scale"))
 
 
 __all__ = ["apply_mask", "Protected", "faces_that_are_me", "NoFaceError", "Picture"]

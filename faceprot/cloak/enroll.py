@@ -20,20 +20,36 @@ from ..protect import as_picture, locate
 from ..recognizers import default_surrogates, load_surrogate
 from ..runtime import resolve_device
 from .anchors import AnchorGallery, Anchors, choose_anchors
-from .focus import FocusMaps, budget_map
+from .focus import FocusMaps, budget_map, face_hull
 from .maskfile import PersonalMask
 from .optimizer import CloakConfig, UniversalCloak
+from .perceptual import PerceptualBudget
 from .views import Views, make_views
 
 #: Strength presets. "medium" is the paper's setting (FACTS.md section 6). Stronger protection is
 #: more visible: the app's strength help gives medium's and high's measured PSR and PSNR (BENCHMARKS.md).
+#: "paper" is the paper's setting under its own name, kept for comparison and teaching when
+#: medium moves to the perceptual budget (issue 16); today it equals medium.
 PRESETS: dict[str, dict] = {
     "low": dict(eps=4 / 255, eps_high=8 / 255, alpha=1 / 255, iterations=10),
     "medium": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10),
     "high": dict(eps=12 / 255, eps_high=24 / 255, alpha=3 / 255, iterations=16),
+    "paper": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10, budget="box"),
 }
+#: the strengths a user picks from (the app's radio, the CLI); "paper" is for comparison
+STRENGTHS = ("low", "medium", "high")
 
 Progress = Callable[[float, str], None]
+
+
+def perceptual_focus(rule: PerceptualBudget, selfie: np.ndarray, landmarks: np.ndarray) -> tuple[FocusMaps, np.ndarray]:
+    """The perceptual budget (3, 256, 256) of the aligned selfie, and its teaching maps: the
+    luminance budget, no stickers, and "high-pass" where the texture takes the budget past halfway."""
+    budget = rule(selfie, landmarks)
+    face = face_hull(landmarks)
+    textured = face & (rule.texture(selfie, face) >= 0.5)
+    focus = FocusMaps(budget[0], np.zeros_like(face), textured, face, float(textured.sum() / max(face.sum(), 1)))
+    return focus, budget
 
 
 def config_for(preset: str = "medium", **overrides) -> CloakConfig:
@@ -86,7 +102,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
 
     Args:
         selfie: a path, bytes, PIL image, array or :class:`Picture` (see :func:`faceprot.io.load_image`).
-        preset: "low", "medium" (the paper's defaults) or "high".
+        preset: "low", "medium" (the paper's defaults), "high", or "paper" (the paper's setting
+            by name; today the same as medium).
         seed: makes views, the real-life chain and so the mask reproducible.
         generator: "augment" (CPU) or "arc2face" (GPU), or a generator object.
         n_views: generated views besides the selfie (paper: 8).
@@ -98,7 +115,9 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
         progress: called as progress(fraction, message).
         device: where the optimisation runs: "auto" or None (a GPU when there is one, else the CPU;
             ``$FACEPROT_DEVICE`` overrides), "cpu" or "cuda". The mask comes back on the CPU either way.
-        overrides: any :class:`CloakConfig` field (eps, iterations, use_attention, ...).
+        overrides: any :class:`CloakConfig` field (eps, iterations, use_attention, ...);
+            ``budget="perceptual"`` (with luma_flat, luma_texture, chroma_ratio, ...) for the
+            luminance/chroma budget of issue 16, saved as a format-2 mask.
     """
     say = progress or (lambda f, m: None)
     t0 = time.perf_counter()
@@ -121,10 +140,15 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
 
     say(0.25, "Choosing anchors and budget")
     t = time.perf_counter()
-    focus = budget_map(views.pictures()[0], views.landmarks[0], cfg.eps, cfg.eps_high,
-                       use_stickers=cfg.use_stickers, use_high_pass=cfg.use_high_pass,
-                       max_high_fraction=cfg.max_high_fraction)
-    budget = torch.from_numpy(focus.budget)[None]
+    rule = cfg.perceptual_budget()
+    if rule is None:  # the paper's box in RGB
+        focus = budget_map(views.pictures()[0], views.landmarks[0], cfg.eps, cfg.eps_high,
+                           use_stickers=cfg.use_stickers, use_high_pass=cfg.use_high_pass,
+                           max_high_fraction=cfg.max_high_fraction)
+        budget_np = focus.budget[None]
+    else:
+        focus, budget_np = perceptual_focus(rule, views.pictures()[0], views.landmarks[0])
+    budget = torch.from_numpy(budget_np)
     cloak = UniversalCloak(models, cfg)
     person = cloak.person_embeddings(x)
     anchors = choose_anchors(person, models, gallery) if cfg.use_anchors else None
@@ -135,8 +159,10 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
                    progress=lambda i, n: say(0.3 + 0.68 * i / n, f"Optimising the mask ({i}/{n})"))
     t_opt = time.perf_counter() - t
 
+    eps, eps_high = (cfg.eps, cfg.eps_high) if rule is None else (rule.luma_flat, rule.luma_texture)
     mask = PersonalMask(
-        delta=result.delta.numpy(), budget=focus.budget[None], eps=cfg.eps, eps_high=cfg.eps_high,
+        delta=result.delta.numpy(), budget=budget_np, eps=eps, eps_high=eps_high,
+        perceptual=None if rule is None else rule.to_dict(),
         surrogates=names, generator=views.generator, seed=seed, preset=preset,
         identity={k: v.numpy() for k, v in person.items()} if store_identity else None,
         extra={**cfg.to_dict(), "views": int(len(views.images)), "device": dev.type},

@@ -2,13 +2,21 @@
 
 A mask file holds exactly these tensors:
 
-* ``delta`` (3, 256, 256) float32: the canonical-space perturbation Pi(A * P), [0, 1] units;
-* ``budget`` (1, 256, 256) float32: the per-pixel L-inf budget fixed at enrollment;
+* ``delta`` (3, 256, 256) float32: the canonical-space perturbation Pi(A * P) in RGB, [0, 1] units;
+* ``budget``: the per-pixel L-inf budget fixed at enrollment: (1, 256, 256) float32 for the
+  paper's box in RGB (format 1), or (3, 256, 256) for the perceptual budget's Y, Cb, Cr box on
+  the selfie (format 2);
 * only if the user opted in, ``identity.<surrogate>`` (D,) float32: the person's clean embedding
   per surrogate, which enables "apply only to faces that are me" in group photos;
 
 and string metadata: format, format version, the canonical space definition, eps, surrogates,
-generator, seed, preset and creation time. It holds no face pixels.
+generator, seed, preset and creation time; format 2 adds ``perceptual``, the parameters of the
+perceptual budget (:class:`~faceprot.cloak.perceptual.PerceptualBudget`), which apply needs to
+make each photo's own budget. It holds no face pixels.
+
+Versions: a mask with the paper's box is written as format 1, exactly as before, so an older
+faceprot still reads it; only a perceptual mask is format 2. Format-1 files apply as they always
+did.
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ import torch
 
 from .. import __version__
 from ..canonical import ARCFACE_OFFSET, ARCFACE_SCALE, CANONICAL_POINTS, CANONICAL_SIZE
+from ..attack import BudgetSpace
 from ..errors import MaskFileError
+from .perceptual import SPACE as PERCEPTUAL_SPACE
+from .perceptual import PerceptualBudget
 
 FORMAT = "faceprot-mask"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this faceprot reads and writes
 IDENTITY_PREFIX = "identity."
 
 
@@ -42,10 +53,14 @@ def canonical_definition() -> dict:
 
 @dataclass
 class PersonalMask:
-    """An identity-specific universal perturbation in canonical space."""
+    """An identity-specific universal perturbation in canonical space.
 
-    delta: np.ndarray  # (3, 256, 256) float32, [0, 1] units
-    budget: np.ndarray  # (1, 256, 256) float32
+    With the perceptual budget, ``perceptual`` holds its rule's parameters, ``budget`` is the
+    selfie's (3, 256, 256) Y/Cb/Cr budget, and eps / eps_high are its flat and full-texture
+    luminance budgets."""
+
+    delta: np.ndarray  # (3, 256, 256) float32, [0, 1] units, RGB
+    budget: np.ndarray  # (1, 256, 256) float32 (RGB box), or (3, 256, 256) (Y, Cb, Cr; perceptual)
     eps: float
     eps_high: float
     surrogates: list[str]
@@ -56,11 +71,23 @@ class PersonalMask:
                          .isoformat(timespec="seconds"))
     identity: dict[str, np.ndarray] | None = None  # only with the user's opt-in
     extra: dict = field(default_factory=dict)  # optimisation settings, for the record
+    perceptual: dict | None = None  # PerceptualBudget.to_dict(), or None for the paper's box
+
+    @property
+    def format_version(self) -> int:
+        return 1 if self.perceptual is None else 2
+
+    def space(self) -> BudgetSpace:
+        """The coordinates ``budget`` is measured in."""
+        return BudgetSpace("rgb" if self.perceptual is None else PERCEPTUAL_SPACE)
+
+    def budget_rule(self) -> PerceptualBudget | None:
+        return None if self.perceptual is None else PerceptualBudget.from_dict(self.perceptual)
 
     def metadata(self) -> dict[str, str]:
-        return {
+        meta = {
             "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
+            "format_version": str(self.format_version),
             "faceprot_version": __version__,
             "canonical": json.dumps(canonical_definition()),
             "eps": repr(float(self.eps)),
@@ -72,6 +99,9 @@ class PersonalMask:
             "created": self.created,
             "settings": json.dumps(self.extra, sort_keys=True),
         }
+        if self.perceptual is not None:
+            meta["perceptual"] = json.dumps(self.perceptual, sort_keys=True)
+        return meta
 
     def tensors(self) -> dict[str, torch.Tensor]:
         t = {
@@ -134,7 +164,7 @@ class PersonalMask:
             raise MaskFileError(f"{name} does not hold the tensors of a faceprot mask (found {sorted(tensors)}).")
         delta, budget = tensors["delta"].numpy(), tensors["budget"].numpy()
         n = CANONICAL_SIZE
-        if delta.shape != (3, n, n) or budget.shape != (1, n, n):
+        if delta.shape != (3, n, n) or budget.shape != ((1, n, n) if version == 1 else (3, n, n)):
             raise MaskFileError(f"{name} has tensors of the wrong shape for faceprot's {n}x{n} face space.")
         try:
             canon = json.loads(meta["canonical"])
@@ -143,19 +173,24 @@ class PersonalMask:
             eps, eps_high = float(meta["eps"]), float(meta["eps_high"])
             surrogates = json.loads(meta["surrogates"])
             seed = int(meta["seed"])
+            perceptual = None
+            if version >= 2:
+                perceptual = PerceptualBudget.from_dict(json.loads(meta["perceptual"])).to_dict()
         except MaskFileError:
             raise
         except (KeyError, ValueError, TypeError, json.JSONDecodeError):
             raise MaskFileError(f"{name} has incomplete or damaged metadata.") from None
         if not (np.isfinite(delta).all() and np.isfinite(budget).all()):
             raise MaskFileError(f"{name} holds non-finite values.")
-        if (np.abs(delta) > budget + 1e-6).any():
+        space = BudgetSpace("rgb" if perceptual is None else PERCEPTUAL_SPACE)
+        inside = space.from_rgb(torch.from_numpy(delta)).numpy()
+        if (np.abs(inside) > budget + 1e-6).any():
             raise MaskFileError(f"{name} holds a perturbation larger than its own budget; it was altered.")
         identity = {k[len(IDENTITY_PREFIX):]: v.numpy() for k, v in tensors.items() if k.startswith(IDENTITY_PREFIX)}
         return cls(delta=delta, budget=budget, eps=eps, eps_high=eps_high, surrogates=surrogates,
                    generator=meta.get("generator", ""), seed=seed, preset=meta.get("preset", ""),
                    created=meta.get("created", ""), identity=identity or None,
-                   extra=json.loads(meta.get("settings", "{}")))
+                   extra=json.loads(meta.get("settings", "{}")), perceptual=perceptual)
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

@@ -7,6 +7,9 @@ Given V aligned views of one person, it finds ONE perturbation for all of them:
                  + self_weight * cos(e_m(T(x_v + delta)), person_m)
     with      delta = Pi(A * P),   |delta| <= budget (per pixel)
 
+(with ``budget="perceptual"``, P, Pi and the budget live in luminance/chroma coordinates,
+delta = M^-1 Pi(A * P) with M the YCbCr transform; see :mod:`faceprot.cloak.perceptual`)
+
 where P is updated by sign-gradient PGD (its gradient optionally Gaussian-smoothed and mirrored,
 the views jittered by a smooth random warp at each step; see :class:`CloakConfig`), A is the learnable attention, Pi clips to the per-pixel
 budget, e_m is surrogate m's embedding, near/far are the anchors, person_m the person's clean
@@ -23,10 +26,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..attack import device_of, elastic_warp, gaussian_smooth, project, sign_step, similarity, unit_scale
+from ..attack import BudgetSpace, device_of, elastic_warp, gaussian_smooth, project, sign_step, similarity, unit_scale
 from ..eot import RealLifeChain
 from .anchors import Anchors
 from .focus import LearnableAttention
+from .perceptual import SPACE as PERCEPTUAL_SPACE
+from .perceptual import PerceptualBudget
 
 
 @dataclass
@@ -71,9 +76,42 @@ class CloakConfig:
     use_attention: bool = True
     use_anchors: bool = True
     use_eot: bool = True
+    #: which budget: "box", the paper's L-inf box in RGB (eps, eps_high on stickers and high-pass;
+    #: every preset today); or "perceptual", a luminance/chroma box scaled by texture, low in the
+    #: eyes (issue 16; the fields below, see :class:`~faceprot.cloak.perceptual.PerceptualBudget`,
+    #: where their defaults are explained). eps, eps_high, the stickers and high-pass apply to
+    #: "box" only; alpha then only sets attention's step.
+    budget: str = "box"
+    luma_flat: float = PerceptualBudget.luma_flat
+    luma_texture: float = PerceptualBudget.luma_texture
+    chroma_ratio: float = PerceptualBudget.chroma_ratio
+    eye_luma: float = PerceptualBudget.eye_luma
+    eye_chroma: float = PerceptualBudget.eye_chroma
+    texture_sigma: float = PerceptualBudget.texture_sigma
+    texture_percentile: float = PerceptualBudget.texture_percentile
+    eye_dilate: int = PerceptualBudget.eye_dilate
+    step_fraction: float = PerceptualBudget.step_fraction
+
+    def __post_init__(self):
+        if self.budget not in ("box", "perceptual"):
+            raise ValueError(f"budget must be 'box' or 'perceptual', got {self.budget!r}")
 
     def to_dict(self) -> dict:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+    def perceptual_budget(self) -> PerceptualBudget | None:
+        """The perceptual budget's rule, or None for the paper's box."""
+        if self.budget != "perceptual":
+            return None
+        return PerceptualBudget(**{k: getattr(self, k) for k in PerceptualBudget().to_dict()})
+
+    def space(self) -> BudgetSpace:
+        """The coordinates the budget and P live in."""
+        return BudgetSpace(PERCEPTUAL_SPACE if self.budget == "perceptual" else "rgb")
+
+    def step(self, budget: torch.Tensor) -> float | torch.Tensor:
+        """The PGD step: alpha (the box), or step_fraction of each pixel's budget (perceptual)."""
+        return self.alpha if self.budget == "box" else budget * self.step_fraction
 
 
 @dataclass
@@ -118,7 +156,8 @@ class UniversalCloak:
 
         Args:
             views: (V, 3, 256, 256) canonical views in [0, 1].
-            budget: (1, 256, 256) per-pixel L-inf budget, [0, 1] units.
+            budget: (1, 256, 256) per-pixel L-inf budget in RGB, [0, 1] units; with the
+                perceptual budget, (3, 256, 256) for Y, Cb, Cr.
             anchors: near/far anchors, or None to only push away from the person.
             person: per surrogate name, (D,) clean embedding.
             seed: seeds the real-life chain's random draws.
@@ -127,6 +166,7 @@ class UniversalCloak:
         cfg = self.config
         dev = device_of(self.surrogates)
         views, budget = views.to(dev), budget.to(dev)
+        space, step = cfg.space(), cfg.step(budget)
         person = {k: v.to(dev) for k, v in person.items()}
         gen = torch.Generator().manual_seed(seed)
         p = torch.zeros(1, *views.shape[1:], device=dev, requires_grad=True)
@@ -137,7 +177,7 @@ class UniversalCloak:
         momentum = torch.zeros_like(p)
         losses = []
         for it in range(cfg.iterations):
-            delta = project(attention.a * p, budget)  # Pi(A * P)
+            delta = space.to_rgb(project(attention.a * p, budget))  # Pi(A * P), in RGB
             faces = elastic_warp(views, cfg.view_warp_px, gen, cfg.view_warp_grid)  # views itself at 0
             pre = (faces + delta).clamp(0, 1)
             leaf = pre.detach().requires_grad_(True)
@@ -161,19 +201,20 @@ class UniversalCloak:
                 if cfg.mirror_gradient:  # the template is symmetric about the flip axis to 0.2 px
                     g_p = g_p + g_p.flip(-1)
                 momentum.mul_(cfg.momentum).add_(unit_scale(g_p))
-            sign_step(p, momentum, cfg.alpha, budget * cfg.p_bound)
+            sign_step(p, momentum, step, budget * cfg.p_bound)
             if cfg.use_attention:
                 attention.step(grads[1])
             losses.append(total)
             if progress:
                 progress(it + 1, cfg.iterations)
         with torch.no_grad():
-            delta = project(attention.a * p, budget)[0]
+            delta = space.to_rgb(project(attention.a * p, budget))[0]
         return CloakResult(delta.detach().cpu(), attention.map(), losses)
 
 
 def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, surrogates: list,
-                 steps: int, alpha: float, seed: int = 0, strip_weight: float = 1.0) -> torch.Tensor:
+                 steps: int, alpha: float | torch.Tensor, seed: int = 0, strip_weight: float = 1.0,
+                 space: BudgetSpace | None = None) -> torch.Tensor:
     """Per-photo refinement: ``steps`` sign-PGD steps from the mask, inside its budget.
 
     Pushes the photo's embedding away from its own clean embedding on every surrogate, from a
@@ -189,22 +230,27 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
 
     Args:
         x: (1, 3, 256, 256) the clean canonical face of this photo, [0, 1].
-        delta: (3, 256, 256) the mask; budget: (1, 256, 256).
+        delta: (3, 256, 256) the mask in RGB; budget: (1, 256, 256), or (3, 256, 256) in ``space``.
+        alpha: the step, or a per-pixel step map (3, 256, 256) in ``space``.
+        space: the budget's coordinates (default RGB, the paper's box); the steps and the
+            projection happen there.
     Returns:
-        (3, 256, 256) refined delta on the CPU, |delta| <= budget.
+        (3, 256, 256) refined delta in RGB on the CPU, within the budget in ``space``.
     """
     dev = device_of(surrogates)
+    space = space or BudgetSpace("rgb")
     x, delta, budget = x.to(dev), delta.to(dev), budget.to(dev)
+    alpha = alpha.to(dev) if isinstance(alpha, torch.Tensor) else alpha
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         clean = {s.name: s(x)[0] for s in surrogates}
-        start = delta + (torch.rand(delta.shape, generator=gen) * 2 - 1).to(dev) * alpha
+        start = space.from_rgb(delta) + (torch.rand(delta.shape, generator=gen) * 2 - 1).to(dev) * alpha
         d = project(start, budget)[None].clone()
     d.requires_grad_(True)
     for _ in range(steps):
         g = torch.zeros_like(d)
         for s in surrogates:  # a fresh graph per surrogate (each grad call frees its graph)
-            seen = (x + d).clamp(0, 1)
+            seen = (x + space.to_rgb(d)).clamp(0, 1)
             if strip_weight > 0:  # the photo as posted, and as left after the mask is subtracted
                 sims = similarity(s, s(torch.cat([seen, (seen - delta).clamp(0, 1)])), clean[s.name])
                 loss = sims[0] + strip_weight * sims[1]
@@ -212,4 +258,4 @@ def refine_delta(x: torch.Tensor, delta: torch.Tensor, budget: torch.Tensor, sur
                 loss = similarity(s, s(seen), clean[s.name]).mean()
             g += unit_scale(torch.autograd.grad(loss, d)[0])
         sign_step(d, g, alpha, budget)
-    return d.detach()[0].cpu()
+    return space.to_rgb(d.detach()[0]).cpu()

@@ -1,0 +1,108 @@
+"""The perceptual budget (cloak v2, issue 16): a per-pixel box in luminance and chroma, not in RGB.
+
+The paper's budget is an L-inf box in R, G and B (8/255, 16/255 on the eyes, nose, mouth and
+edges). Measured on real photos (issue 16) it shows: the eye budget goes into colour, where the
+eye is most sensitive (teal irises), and flat skin gets blotchy reddish texture. This budget is:
+
+* in YCbCr (:class:`faceprot.attack.BudgetSpace`): a luminance budget and a much smaller chroma
+  budget (``chroma_ratio`` of it), since the eye resolves colour changes far worse than
+  brightness changes at fine scale but notices a colour cast on flat skin at once;
+* scaled by local texture (contrast masking): the local standard deviation of the face's
+  luminance, normalised by its ``texture_percentile``-th percentile over the face and clipped to
+  [0, 1], takes the luminance budget from ``luma_flat`` (flat skin) to ``luma_texture`` (hair,
+  brows, skin texture, edges);
+* low in the eyes: inside the eye polygons of dlib's 68 points (36-41, 42-47), dilated by
+  ``eye_dilate`` canonical px, at most ``eye_luma`` and ``eye_chroma`` (irises and sclera).
+
+It is computed in canonical space from a face and its 68 canonical points: at enrollment from the
+selfie, and at application again from each photo's own face, so the texture and the eyes the
+budget follows are that photo's. The perturbation lives in YCbCr coordinates, clipped there, and
+:func:`faceprot.canonical.paste_back` with ``gamut="scale"`` keeps the box on the output photo.
+
+Budgets are in [0, 1] image units of Y, Cb and Cr (8/255 = 8 levels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from ..attack import YCBCR_FROM_RGB
+from ..canonical import CANONICAL_SIZE
+from .focus import EYE_LEFT, EYE_RIGHT, face_hull
+
+#: the space the perturbation and the budget live in (a :class:`faceprot.attack.BudgetSpace` name)
+SPACE = "ycbcr"
+
+
+@dataclass(frozen=True)
+class PerceptualBudget:
+    """The rule that makes a (3, S, S) Y/Cb/Cr budget from a face: its parameters are all a v2
+    mask needs to make the budget again on another photo."""
+
+    luma_flat: float = 3 / 255  # luminance budget on flat skin
+    luma_texture: float = 10 / 255  # luminance budget in full texture
+    chroma_ratio: float = 0.2  # Cb and Cr budget, as a share of the luminance budget
+    eye_luma: float = 2 / 255  # at most this luminance budget in the eyes
+    eye_chroma: float = 0.5 / 255  # at most this chroma budget in the eyes
+    texture_sigma: float = 2.0  # canonical px: the Gaussian window of the local standard deviation
+    texture_percentile: float = 90.0  # local std at this percentile over the face counts as full texture
+    #: canonical px around the eye polygons: issue 16's eye region (3 photo px) is 5-6 canonical px
+    #: on LFW faces (1.6-1.9 canonical px per photo px); wider on real-size photos, where it is < 1
+    eye_dilate: int = 6
+    step_fraction: float = 0.25  # PGD step as a share of each pixel's budget (medium: 2/255 of 8/255)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PerceptualBudget":
+        """From :meth:`to_dict`'s output; raises ValueError on an unknown or missing field."""
+        names = {f.name for f in fields(cls)}
+        if set(d) != names:
+            raise ValueError(f"perceptual budget fields {sorted(d)} are not {sorted(names)}")
+        return cls(**{k: (int(v) if k == "eye_dilate" else float(v)) for k, v in d.items()})
+
+    def texture(self, canonical_rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """(S, S) float32 in [0, 1]: local luminance std, over its percentile on the face, clipped.
+
+        Args:
+            canonical_rgb: (S, S, 3) uint8 aligned face.
+            face: (S, S) bool, the face's pixels (the normalisation's reference).
+        """
+        y = canonical_rgb.astype(np.float32) @ np.asarray(YCBCR_FROM_RGB[0], np.float32)
+        mu = cv2.GaussianBlur(y, (0, 0), self.texture_sigma)
+        var = cv2.GaussianBlur(y * y, (0, 0), self.texture_sigma) - mu * mu
+        std = np.sqrt(np.maximum(var, 0))
+        ref = float(np.percentile(std[face], self.texture_percentile)) if face.any() else float(std.max())
+        return np.clip(std / max(ref, 1e-6), 0, 1).astype(np.float32)
+
+    def eyes(self, landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
+        """(size, size) bool: the two eye polygons of the 68 canonical points, dilated."""
+        m = np.zeros((size, size), np.uint8)
+        for idx in (EYE_LEFT, EYE_RIGHT):
+            cv2.fillPoly(m, [np.round(np.asarray(landmarks)[idx] * 16).astype(np.int32)], 1, shift=4)
+        if self.eye_dilate > 0:
+            r = int(self.eye_dilate)
+            m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        return m.astype(bool)
+
+    def __call__(self, canonical_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """(3, S, S) float32 budget for Y, Cb, Cr, in [0, 1] units.
+
+        Args:
+            canonical_rgb: (S, S, 3) uint8 aligned face.
+            landmarks: (68, 2) its dlib points in canonical coordinates.
+        """
+        t = self.texture(canonical_rgb, face_hull(landmarks, canonical_rgb.shape[0]))
+        luma = self.luma_flat + (self.luma_texture - self.luma_flat) * t
+        chroma = self.chroma_ratio * luma
+        eyes = self.eyes(landmarks, canonical_rgb.shape[0])
+        luma[eyes] = np.minimum(luma[eyes], self.eye_luma)
+        chroma[eyes] = np.minimum(chroma[eyes], self.eye_chroma)
+        return np.stack([luma, chroma, chroma]).astype(np.float32)
+
+
+__all__ = ["PerceptualBudget", "SPACE"]
