@@ -533,17 +533,24 @@ _DISGUISE_ON_FAKE_ZEROGPU = textwrap.dedent('''
     app.DIFFUSION_STEPS = 1  # the fewest: this run proves the wiring, not the engine
     quiet = lambda *a, **k: None
     app.gr.Warning = app.gr.Info = quiet
+    warp_runs, warp = [], app.disguise_photo
+
+    def counted(*args, **kwargs):
+        warp_runs.append(1)
+        return warp(*args, **kwargs)
+
+    app.disguise_photo = counted
 
     def disguise(mode, photo, target=app.NO_TARGET):
         os.environ["FAKE_SPACES"] = mode
-        before = len(spaces.calls)
+        before, warp_runs[:] = len(spaces.calls), []
         try:
             got = app.disguise_tab(photo, "happy", target, "medium", "dlib + MobileFaceNet", "largest", 0, None,
                                    "diffusion", progress=quiet)
             done = {"verdict": got[0], "summary": got[-1]}
         except Exception as e:
             done = {"error": f"{type(e).__name__}: {e}"}
-        return {**done, "calls": spaces.calls[before:]}
+        return {**done, "calls": spaces.calls[before:], "warp_runs": len(warp_runs)}
 
     photo, wall = sys.argv[1:3]
     out["quota"] = disguise("quota", photo)
@@ -605,7 +612,7 @@ def test_on_zerogpu_the_diffusion_engine_runs_in_a_gpu_call_and_an_exhausted_quo
     seconds = diffusion.gpu_duration(1)  # one face, one step: the engine's estimate
 
     quota = got["quota"]
-    assert quota["calls"] == [seconds] and "error" not in quota, quota
+    assert quota["calls"] == [seconds] and quota["warp_runs"] == 1 and "error" not in quota, quota
     assert quota["verdict"].startswith("**Made on the CPU, with the warp engine.** The diffusion engine could not "
                                        "run on the GPU (ZeroGPU quota exceeded: You have exceeded your free GPU "
                                        "quota"), quota["verdict"]
@@ -613,16 +620,17 @@ def test_on_zerogpu_the_diffusion_engine_runs_in_a_gpu_call_and_an_exhausted_quo
     assert "with the warp engine" in quota["summary"] and "the arrows are the warp's moves" in quota["summary"]
 
     faceless = got["faceless"]
-    assert faceless["calls"] == [] and "empty-wall.png" in faceless["error"], faceless  # no quota spent
+    assert faceless["calls"] == [] and faceless["warp_runs"] == 0, faceless  # no quota spent, no fallback
+    assert "empty-wall.png" in faceless["error"], faceless
     assert "No face was found" in faceless["error"] and "GPU" not in faceless["error"]
 
     mistake = got["mistake"]
-    assert mistake["calls"] == [seconds], mistake
+    assert mistake["calls"] == [seconds] and mistake["warp_runs"] == 0, mistake  # a mistake is no GPU failure
     assert mistake["error"].startswith("Error: ") and "The target has no embedding for mobilefacenet" in mistake["error"]
     assert "GPU" not in mistake["error"] and "warp" not in mistake["error"]
 
     ran = got["ran"]
-    assert ran["calls"] == [seconds] and "error" not in ran, ran
+    assert ran["calls"] == [seconds] and ran["warp_runs"] == 0 and "error" not in ran, ran
     assert not ran["verdict"].startswith("**Made") and ran["verdict"].startswith("On "), ran["verdict"]
     assert "with the diffusion engine" in ran["summary"] and "experimental" in ran["summary"]
     assert "where the 3-D landmark model reads each landmark" in ran["summary"]

@@ -394,8 +394,8 @@ def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
     engine = page.get_by_label("Engine")
     assert engine.input_value() == "warp"
     why = page.get_by_text("The diffusion engine is not offered here")
-    assert why.is_visible() and why.inner_text().strip() == app.DIFFUSION_WHY_NOT, why.inner_text()
-    assert "it needs a GPU, and there is none here" in why.inner_text()
+    playwright.expect(why).to_have_text(app.DIFFUSION_WHY_NOT, timeout=10_000)
+    assert why.is_visible() and "it needs a GPU, and there is none here" in why.inner_text()
     engine.click()
     options = page.get_by_role("option").all_inner_texts()  # the chosen one is ticked: "✓\nwarp"
     assert [o.split()[-1] for o in options] == ["warp"], options
