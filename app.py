@@ -28,17 +28,19 @@ from gradio_client import handle_file
 
 from faceprot import report
 from faceprot.cloak import PRESETS, STRENGTHS, PersonalMask, apply_mask, enroll
-from faceprot.disguise import OFFERED
+from faceprot.disguise import OFFERED, diffusion
 from faceprot.disguise import STRENGTHS as DISGUISE_STRENGTHS
 from faceprot.disguise import disguise as disguise_photo
 from faceprot.disguise import gallery as built_in_targets
 from faceprot.disguise.engine import EMOTIONS as DISGUISE_EMOTIONS
+from faceprot.disguise.engine import locate_faces
 from faceprot.disguise.measure import EMOTION_RULES
 from faceprot.disguise.scores import score_disguise, warp_arrows
-from faceprot.errors import FaceprotError
+from faceprot.errors import FaceprotError, ModelUnavailableError
 from faceprot.evaluators import compare_photos
 from faceprot.io import encode_png, load_image
 from faceprot.protect import changed_region, locate
+from faceprot.recognizers import load_surrogate
 from faceprot.report import SCORE_HEADERS
 from faceprot.retention import Retention, describe_duration
 from faceprot.runtime import configure_threads
@@ -91,23 +93,40 @@ ON_ZEROGPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").strip(
 GPU_MODELS = ("dlib-resnet", "mobilefacenet", "arcface-r100", "arc2face")
 
 
-def _load_gpu_models(device: str = "cuda:0") -> dict[str, str]:
-    """Load every model a GPU protect uses onto ``device``, once, at import. Returns, for each
-    model that could not be loaded, why: its path then fails over to the CPU (arc2face to
-    augment) instead of failing the request. The device is named with its index, so that
-    nothing asks CUDA which device is current outside a GPU function; inside one, "cuda" finds
-    these same models (the caches key on "cuda:0")."""
-    from faceprot.generators.arc2face import load_arc2face
-    from faceprot.recognizers import load_surrogate
-
+def _load_each(loaders: dict) -> dict[str, str]:
+    """Call each loader once, at import. Returns, for each model that could not be loaded, why:
+    its path then fails over to the CPU instead of failing the request."""
     failed = {}
-    for name in GPU_MODELS:
+    for name, load in loaders.items():
         try:
-            load_arc2face(device) if name == "arc2face" else load_surrogate(name, device)
+            load()
         except Exception as e:  # no weights, no Hub, no CUDA: the request falls back, with a note
             failed[name] = f"{type(e).__name__}: {e}"
             log.warning("GPU model %s not loaded: %s", name, failed[name])
     return failed
+
+
+def _load_gpu_models(device: str = "cuda:0") -> dict[str, str]:
+    """Load every model a GPU protect uses onto ``device`` (:func:`_load_each`): a failed one
+    fails over to the CPU (arc2face to augment). The device is named with its index, so that
+    nothing asks CUDA which device is current outside a GPU function; inside one, "cuda" finds
+    these same models (the caches key on "cuda:0")."""
+    from faceprot.generators.arc2face import load_arc2face
+
+    return _load_each({name: (lambda n=name: load_arc2face(device) if n == "arc2face" else load_surrogate(n, device))
+                       for name in GPU_MODELS})
+
+
+def _load_diffusion_models() -> dict[str, str]:
+    """Load the diffusion engine's own models and the expression model onto CUDA
+    (:func:`_load_each`; the recognisers are among :data:`GPU_MODELS`). The DDPM and the landmark
+    model are keyed on "cuda", as the engine asks for them inside a GPU function (device auto)."""
+    from faceprot.disguise.landmarks3d import load_landmarks_3d68
+    from faceprot.expression import load_expression_model
+
+    return _load_each({diffusion.REGISTRY_KEY: lambda: diffusion.load_ddpm("cuda"),
+                       "landmarks-3d68": lambda: load_landmarks_3d68("cuda"),
+                       "expression": lambda: load_expression_model("expression", "cuda:0")})
 
 
 GPU_MODELS_FAILED: dict[str, str] = _load_gpu_models() if ON_ZEROGPU else {}
@@ -530,11 +549,60 @@ def apply_tab(mask_file, photos, which, refine, request: gr.Request = None, prog
 NO_TARGET = "none: hide from face recognition"
 DISGUISE_TARGETS = [NO_TARGET, *(built_in_targets.label(n) for n in built_in_targets.names())]
 
+#: The disguise's engines: warp (the default everywhere, on the CPU) and diffusion, offered only
+#: where a GPU and its weights are here. Decided once, at start-up; DIFFUSION_WHY_NOT is the
+#: sentence that says why it is not offered ("" where it is).
+ENGINES = ("warp", "diffusion")
+DIFFUSION_WHY_NOT = diffusion.why_not_offered(gpu=_gpu_in_reach())
+DIFFUSION_OFFERED = not DIFFUSION_WHY_NOT
+#: Optimisation steps of a diffusion run (the engine's default); the GPU time asked for follows.
+DIFFUSION_STEPS = diffusion.DiffusionConfig.steps
+EXPERIMENTAL = "experimental: its quality has not been measured"
+ENGINE_CHOICES = [("warp", "warp")] + ([(f"diffusion ({EXPERIMENTAL})", "diffusion")] if DIFFUSION_OFFERED else [])
+ENGINE_INFO = (("warp: a landmark warp and a little noise, on the CPU (measured below). diffusion: the face "
+                "edited through a diffusion model on the GPU, so the expression can change its texture too "
+                f"(teeth, cheek folds); {EXPERIMENTAL}.") if DIFFUSION_OFFERED else DIFFUSION_WHY_NOT)
+#: Shown before the click where a diffusion run spends the visitor's ZeroGPU quota.
+QUOTA_WARNING = (f"**The diffusion engine runs on this Space's shared GPU (ZeroGPU), and an anonymous visitor's "
+                 f"daily GPU quota is short** (about 2 minutes). A diffusion run asks for about "
+                 f"{diffusion.gpu_duration(DIFFUSION_STEPS)} s of it for each face (an estimate, not measured). "
+                 "Signing in to Hugging Face gives you more. When the quota runs out, the photo is disguised on "
+                 "the CPU with the warp engine instead, and the result says so.")
 
-def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_photo=None,
+if ON_ZEROGPU and DIFFUSION_OFFERED:
+    GPU_MODELS_FAILED.update(_load_diffusion_models())
+
+
+def _diffusion_seconds(located, emotion, embeddings, names, seed, steps, progress) -> int:
+    """ZeroGPU time to ask for, from this request: the diffusion engine's estimate for one face
+    (:func:`faceprot.disguise.diffusion.gpu_duration`, not measured) times the faces chosen."""
+    return len(located.chosen) * diffusion.gpu_duration(steps)
+
+
+@_gpu(_diffusion_seconds)
+def _diffuse_on_gpu(located, emotion, embeddings, names, seed, steps, progress):
+    """The diffusion engine on the faces found already (on the CPU, so that a photo without a
+    face spends no GPU quota), where CUDA exists: inside this function on ZeroGPU. A user's
+    mistake comes back as _UserError; a model that cannot be loaded is the GPU side's failure."""
+    try:
+        return diffusion.disguise(located, emotion, target=embeddings, seed=seed, surrogates=names, device="auto",
+                                  steps=steps, progress=lambda f, m: progress(f, desc=m))
+    except ModelUnavailableError:
+        raise
+    except FaceprotError as e:
+        raise _UserError(str(e), print_exception=False) from None
+
+
+def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_photo=None, engine="warp",
                  request: gr.Request = None, progress=gr.Progress()):
-    """Emotion disguise: a photo and an emotion in; the disguised photo, the warp, and what face
-    recognition and the expression judges make of it out."""
+    """Emotion disguise: a photo and an emotion in; the disguised photo, the landmark moves, and
+    what face recognition and the expression judges make of it out.
+
+    The diffusion engine runs where it is offered, on the GPU; where it is not, or where the GPU
+    fails (an exhausted ZeroGPU quota), the warp engine runs on the CPU and the verdict says so."""
+    engine = engine or "warp"  # a cleared choice
+    if engine not in ENGINES:
+        ERRORS.fail(request, "disguise", f"Unknown engine {engine!r}; choose {' or '.join(ENGINES)}.")
     if not photo:
         ERRORS.fail(request, "disguise", "Please upload a photo.")
     if emotion not in OFFERED:
@@ -568,10 +636,30 @@ def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_p
             me = load_image(me_photo)
         except FaceprotError as e:
             ERRORS.fail(request, "disguise", _labelled("The photo of you", _named(str(e), me_photo)))
+    source, result, fallback = pic, None, None
+    if engine == "diffusion" and not DIFFUSION_OFFERED:
+        fallback = ("Made with the warp engine", f"{DIFFUSION_WHY_NOT} This photo was disguised with the warp engine "
+                                                 "instead.")
+    elif engine == "diffusion":
+        try:
+            source = locate_faces(pic, which, me, [load_surrogate(n) for n in names] if which == "me" else ())
+        except FaceprotError as e:
+            ERRORS.fail(request, "disguise", _named(str(e), photo))
+        try:
+            result = _diffuse_on_gpu(source, emotion, embeddings, names, int(seed or 0), DIFFUSION_STEPS, progress)
+        except _UserError as e:
+            ERRORS.fail(request, "disguise", _named(e.message, photo))
+        except Exception as e:  # quota, a worker error, CUDA out of memory: the warp engine still works
+            log.warning("GPU disguise failed, falling back to the warp engine on the CPU: %s", _why(e))
+            fallback = ("Made on the CPU, with the warp engine", f"The diffusion engine could not run on the GPU "
+                                                                 f"({_why(e)}), so this photo was disguised on the "
+                                                                 "CPU with the warp engine instead.")
+    used = "warp" if result is None else "diffusion"
     try:
-        result = disguise_photo(pic, emotion, target=embeddings, strength=strength, seed=int(seed or 0),
-                                faces=which, me=me, surrogates=names, device="cpu",
-                                progress=lambda f, m: progress(f, desc=m))
+        if result is None:
+            result = disguise_photo(source, emotion, target=embeddings, strength=strength, seed=int(seed or 0),
+                                    faces=which, me=me, surrogates=names, device="cpu",
+                                    progress=lambda f, m: progress(f, desc=m))
         progress(0.99, desc="Scoring the result")
         scores = score_disguise(result, pic.rgb, embeddings)
     except FaceprotError as e:
@@ -590,15 +678,23 @@ def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_p
         gr.Info(" ".join(result.notices))
     label = None if target == NO_TARGET else target
     verdict = report.disguise_verdict(scores, Path(photo).name, emotion, label)
+    if fallback:
+        header, note = fallback
+        gr.Warning(note)
+        verdict = f"**{header}.** {note}\n\n{verdict}"
     rows = report.disguise_rows(scores.self, scores.target, label or "the target")
     table = _table(rows, report.DISGUISE_HEADERS)
     expression = report.expression_rows(scores.expression)
-    f = result.faces[0]
-    summary = (f"Disguised {len(result.faces)} face(s) in {result.seconds['total']:.1f} s; strength {strength} "
-               f"(the added noise is at most {DISGUISE_STRENGTHS[strength] * 255:.0f} of 255 levels), seed "
-               f"{int(seed or 0)}; attacked: {', '.join(result.surrogates)}. The largest landmark move is "
-               f"{f.max_move_iod:.3f} of the distance between the eyes (the limit is 0.12); the arrows are "
-               "drawn 3 times longer than the moves.")
+    done = (f"Disguised {len(result.faces)} face(s) in {result.seconds['total']:.1f} s with the {used} engine; seed "
+            f"{int(seed or 0)}; attacked: {', '.join(result.surrogates)}.")
+    if used == "warp":
+        summary = (f"{done} Strength {strength}: the added noise is at most {DISGUISE_STRENGTHS[strength] * 255:.0f} "
+                   f"of 255 levels. The largest landmark move is {result.faces[0].max_move_iod:.3f} of the distance "
+                   "between the eyes (the limit is 0.12); the arrows are the warp's moves, drawn 3 times longer.")
+    else:
+        summary = (f"{done} The diffusion engine is {EXPERIMENTAL}. It made {result.config.steps} optimisation "
+                   "steps; the strength applies to the warp engine only. The arrows show where the 3-D landmark "
+                   "model reads each landmark before and after the edit, drawn 3 times longer than the moves.")
     return (verdict, *table, report.score_table_html(expression, report.EXPRESSION_HEADERS),
             report.rows_as_records(expression, report.EXPRESSION_HEADERS),
             (str(files["original"]), str(files["disguised"])),
@@ -705,9 +801,10 @@ def validate_apply(mask_file, photos, which, refine):
     return [gr.validate(True, "")] * 4
 
 
-def validate_disguise(photo, emotion, target, strength, surrogates, which, seed, me_photo):
+def validate_disguise(photo, emotion, target, strength, surrogates, which, seed, me_photo, engine):
     return ([_unreadable("disguise", photo)] + [gr.validate(True, "")] * 6
-            + [_unreadable("disguise", me_photo, "The photo of you") if which == "me" else gr.validate(True, "")])
+            + [_unreadable("disguise", me_photo, "The photo of you") if which == "me" else gr.validate(True, ""),
+               gr.validate(True, "")])
 
 
 def validate_check(photo_a, photo_b):
@@ -840,8 +937,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                          format="png", render=False)
         disguise_closeup = gr.ImageSlider(label="Close-up of the part that changes", type="filepath",
                                           format="png", render=False)
-        arrows = gr.Image(label="The warp: where each landmark moved (arrows 3x longer)", type="filepath",
-                          format="png", interactive=False, render=False)
+        arrows = gr.Image(label="Where each landmark moved (arrows 3x longer)", type="filepath", format="png",
+                          interactive=False, render=False)
         disguise_file = gr.File(label="Download the disguised photo (lossless PNG)", render=False)
         disguise_summary = gr.Markdown(render=False)
         with gr.Row():
@@ -860,6 +957,12 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 disguise_strength = gr.Radio(list(DISGUISE_STRENGTHS), value="medium", label="Strength",
                                              info="How much noise may be added on top of the warp: low 2, "
                                                   "medium 4, high 8 of 255 levels.")
+                # Any value accepted, as above: an API call asking for an engine not offered here gets
+                # faceprot's sentence, not gradio's list check
+                disguise_engine = gr.Dropdown(ENGINE_CHOICES, value="warp", label="Engine", info=ENGINE_INFO,
+                                              allow_custom_value=True)
+                if ON_ZEROGPU and DIFFUSION_OFFERED:
+                    gr.Markdown(QUOTA_WARNING)
                 with gr.Accordion("More settings", open=False):
                     disguise_attack = gr.Radio(list(SURROGATE_CHOICES), value="dlib + MobileFaceNet",
                                                label="Recognizers to attack",
@@ -871,13 +974,15 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 disguise_btn = gr.Button("Disguise", variant="primary")
                 disguise_status = gr.Markdown()
                 disguise_inputs = [disguise_in, emotion, target, disguise_strength, disguise_attack,
-                                   disguise_faces, disguise_seed, disguise_me]
+                                   disguise_faces, disguise_seed, disguise_me, disguise_engine]
                 disguise_outputs = [disguise_verdict, disguise_table, disguise_records, expression_table,
                                     expression_records, disguise_slider, disguise_closeup, arrows, disguise_file,
                                     disguise_summary]
+                # the photo of you and the engine left out (none, and warp: the defaults): gradio 6.31
+                # loads an example with an empty file column one value short, and the click fails
                 gr.Examples([[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet",
-                              "largest", 0, None]],
-                            inputs=disguise_inputs, outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
+                              "largest", 0]],
+                            inputs=disguise_inputs[:7], outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
                             cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
             with gr.Column():
                 for c in (disguise_verdict, disguise_table, disguise_records):

@@ -189,6 +189,14 @@ def _cmd_disguise(args) -> int:
     configure_threads()
     check_emotion(args.emotion)  # an unknown or unoffered emotion fails once, before any photo
     device = resolve_device(args.device)
+    engine = args.engine
+    if engine == "diffusion":
+        from .disguise import diffusion
+
+        why = diffusion.why_not_offered(gpu=device.type == "cuda")
+        if why:  # the app's sentence; the photos are still disguised
+            print(f"note: {why} Using the warp engine instead.", file=sys.stderr)
+            engine = "warp"
     photos = _photo_list(args.photos)
     if not photos:
         raise FaceprotError("No photos given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
@@ -209,8 +217,11 @@ def _cmd_disguise(args) -> int:
                                                     for n in output_names(photos)]
     overrides = {"steps": args.steps} if args.steps else {}
     def disguised(p, out):
-        result = disguise(p, args.emotion, target=target, strength=args.strength, seed=args.seed,
-                          device=device, **overrides)
+        if engine == "diffusion":
+            result = diffusion.disguise(p, args.emotion, target=target, seed=args.seed, device=device, **overrides)
+        else:
+            result = disguise(p, args.emotion, target=target, strength=args.strength, seed=args.seed,
+                              device=device, **overrides)
         out.write_bytes(result.png())
         return f"{len(result.faces)} face(s)", ""
 
@@ -264,16 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_apply)
 
     d = sub.add_parser("disguise", help="give faces an expression that face recognition does not match "
-                                        "(the emotion disguise's warp engine)")
+                                        "(the emotion disguise)")
     d.add_argument("photos", nargs="+", help="photos or folders of photos")
     d.add_argument("--emotion", default="happy", help="the expression to give (offered now: happy)")
     d.add_argument("--target", help="a photo of someone to be matched to instead (default: just not you)")
     d.add_argument("-o", "--output", default="disguised",
                    help="output folder (default: disguised/), or a .png file name for one photo")
+    d.add_argument("--engine", choices=["warp", "diffusion"], default="warp",
+                   help="warp (default): a landmark warp and a little noise; a CPU is enough. diffusion: the "
+                        "face edited through a diffusion model; experimental: its quality has not been measured. "
+                        "It needs a GPU (--device auto or cuda) and its weights (google/ddpm-ema-celebahq-256, "
+                        "and models/antelopev2/1k3d68.onnx from lithiumice/insightface; `faceprot models` says "
+                        "which are here). Without them the warp engine runs instead and a note on stderr says "
+                        "why (not an error: the exit status is as for warp)")
     d.add_argument("--strength", choices=["low", "medium", "high"], default="medium",
-                   help="the additive part's budget: 2, 4 (default) or 8 levels of 255")
+                   help="the warp engine's additive budget: 2, 4 (default) or 8 levels of 255")
     d.add_argument("--seed", type=int, default=0, help="same photo + same seed = same output (default 0)")
-    d.add_argument("--steps", type=int, help="optimisation steps (default: the engine's, 40)")
+    d.add_argument("--steps", type=int, help="optimisation steps (default: the engine's, warp 40, diffusion 60)")
     d.add_argument("--device", default="auto", help=DEVICE_HELP)
     d.add_argument("--force", action="store_true", help="overwrite existing outputs")
     d.set_defaults(func=_cmd_disguise)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -330,11 +333,12 @@ def app_targets() -> list[str]:
     return app.DISGUISE_TARGETS
 
 
-def _disguise(client, photo, emotion="happy", target=None, me=None, **kw):
+def _disguise(client, photo, emotion="happy", target=None, me=None, engine=None, **kw):
+    """The /disguise endpoint with its positional inputs; the engine, the last, only when given."""
     args = dict(strength="medium", surrogates="dlib + MobileFaceNet", which="largest", seed=0) | kw
     return client.predict(handle_file(str(photo)), emotion, target or app_targets()[0], args["strength"],
                           args["surrogates"], args["which"], args["seed"], handle_file(str(me)) if me else None,
-                          api_name="/disguise")
+                          *([engine] if engine else []), api_name="/disguise")
 
 
 @pytest.mark.slow
@@ -445,3 +449,188 @@ def test_the_emotions_not_offered_show_their_measured_rates():
         assert app.NOT_OFFERED_MEASURED[g["emotion"]] == (e["heldout"], e["heldout_eligible"]), g["emotion"]
         assert f"{g['emotion']} (a held-out classifier read it on {e['heldout']} of {e['heldout_eligible']}" in app.EMOTION_INFO
     assert set(app.NOT_OFFERED_MEASURED) == {e for e in app.DISGUISE_EMOTIONS if e not in app.OFFERED}
+
+
+# ------------------------------------------------------------------------------------ the disguise's engines
+
+
+def _engine_choice(app):
+    return next(b for b in app.demo.blocks.values() if isinstance(b, gradio.Dropdown) and b.label == "Engine")
+
+
+def test_on_this_cpu_machine_the_disguise_offers_only_warp_and_says_why_not_diffusion():
+    """No GPU and no DDPM here: the Engine choice holds warp alone, and its info is the sentence
+    that names both reasons; no quota warning is shown."""
+    import torch
+
+    import app
+    from faceprot.disguise import diffusion
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: this test is about a machine without one")
+    choice = _engine_choice(app)
+    assert not app.DIFFUSION_OFFERED
+    assert choice.choices == [("warp", "warp")] and choice.value == "warp"
+    assert choice.info == app.DIFFUSION_WHY_NOT == diffusion.why_not_offered(gpu=False)
+    assert app.DIFFUSION_WHY_NOT.startswith("The diffusion engine is not offered here: it needs a GPU, and there "
+                                            "is none here")
+    for missing in diffusion.missing_weights():  # these weights are not in ../shared's mirror
+        assert missing in app.DIFFUSION_WHY_NOT
+    assert not [b for b in app.demo.blocks.values() if isinstance(b, gradio.Markdown) and b.value == app.QUOTA_WARNING]
+
+
+def test_why_diffusion_is_not_offered_names_each_missing_part(monkeypatch, tmp_path):
+    from tiny_models import write_tiny_diffusion_weights
+
+    from faceprot import registry
+    from faceprot.disguise import diffusion
+
+    monkeypatch.setattr(registry, "_hub_cached", lambda e, filename: None)  # only the mirror counts
+    monkeypatch.setenv(registry.MODEL_DIR_ENV, str(tmp_path))
+    both = ("the diffusion model (google/ddpm-ema-celebahq-256) and the 3-D landmark model "
+            "(models/antelopev2/1k3d68.onnx from lithiumice/insightface), which are not here.")
+    assert diffusion.why_not_offered(gpu=True) == "The diffusion engine is not offered here: it needs " + both
+    assert diffusion.why_not_offered(gpu=False) == ("The diffusion engine is not offered here: it needs a GPU, and "
+                                                    "there is none here; and it needs " + both)
+    write_tiny_diffusion_weights(tmp_path)
+    assert diffusion.why_not_offered(gpu=True) == ""
+    assert diffusion.why_not_offered(gpu=False) == ("The diffusion engine is not offered here: it needs a GPU, and "
+                                                    "there is none here.")
+    (tmp_path / "landmarks-3d68" / "models" / "antelopev2" / "1k3d68.onnx").unlink()
+    assert diffusion.why_not_offered(gpu=True) == (
+        "The diffusion engine is not offered here: it needs the 3-D landmark model (models/antelopev2/1k3d68.onnx "
+        "from lithiumice/insightface), which is not here.")
+
+
+@pytest.mark.slow
+def test_disguise_asked_for_diffusion_where_it_is_not_offered_falls_back_to_warp_with_the_note(client,
+                                                                                               photos_manifest):
+    """An API call for the diffusion engine on this CPU machine: the warp engine disguises the
+    photo, and the verdict starts with the note that says why; an unknown engine is refused with
+    faceprot's sentence, not gradio's list check."""
+    import app
+
+    photo = next(e["path"] for e in photos_manifest if e["identity"] == "biden")
+    verdict, *_, summary = _disguise(client, photo, engine="diffusion")
+    assert verdict.startswith(f"**Made with the warp engine.** {app.DIFFUSION_WHY_NOT} This photo was disguised "
+                              "with the warp engine instead.\n\nOn "), verdict
+    assert "with the warp engine" in summary and "Strength medium" in summary
+    with pytest.raises(Exception) as e:
+        _disguise(client, photo, engine="gan")
+    assert "Unknown engine 'gan'; choose warp or diffusion." in str(e.value), str(e.value)
+
+
+_DISGUISE_ON_FAKE_ZEROGPU = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import spaces, app
+
+    out = {"offered": app.DIFFUSION_OFFERED, "failed": sorted(app.GPU_MODELS_FAILED)}
+    choice = next(b for b in app.demo.blocks.values() if isinstance(b, app.gr.Dropdown) and b.label == "Engine")
+    out["choices"], out["info"] = choice.choices, choice.info
+    out["warnings"] = [b.value for b in app.demo.blocks.values()
+                       if isinstance(b, app.gr.Markdown) and b.value == app.QUOTA_WARNING]
+    app.DIFFUSION_STEPS = 1  # the fewest: this run proves the wiring, not the engine
+    quiet = lambda *a, **k: None
+    app.gr.Warning = app.gr.Info = quiet
+    warp_runs, warp = [], app.disguise_photo
+
+    def counted(*args, **kwargs):
+        warp_runs.append(1)
+        return warp(*args, **kwargs)
+
+    app.disguise_photo = counted
+
+    def disguise(mode, photo, target=app.NO_TARGET):
+        os.environ["FAKE_SPACES"] = mode
+        before, warp_runs[:] = len(spaces.calls), []
+        try:
+            got = app.disguise_tab(photo, "happy", target, "medium", "dlib + MobileFaceNet", "largest", 0, None,
+                                   "diffusion", progress=quiet)
+            done = {"verdict": got[0], "summary": got[-1]}
+        except Exception as e:
+            done = {"error": f"{type(e).__name__}: {e}"}
+        return {**done, "calls": spaces.calls[before:], "warp_runs": len(warp_runs)}
+
+    photo, wall = sys.argv[1:3]
+    out["quota"] = disguise("quota", photo)
+    out["faceless"] = disguise("run", wall)
+    out["ran"] = disguise("run", photo)
+    # a mistake that surfaces inside the GPU function: a target without an embedding for a recognizer attacked
+    app.built_in_targets.load_target = lambda label: {"dlib-resnet": np.zeros(128, np.float32)}
+    out["mistake"] = disguise("run", photo, app.DISGUISE_TARGETS[1])
+    print("RESULT " + json.dumps(out))
+''')
+
+
+@pytest.mark.slow
+def test_on_zerogpu_the_diffusion_engine_runs_in_a_gpu_call_and_an_exhausted_quota_falls_back_to_warp(
+        tmp_path, lfw_manifest):
+    """With a stand-in `spaces` (ZeroGPU, as in test_public) and the tiny DDPM and landmark model
+    in the mirror: diffusion is offered with its label and the quota warning; each run asks the
+    GPU for the engine's estimate; an exhausted quota falls back to warp on the CPU with the note
+    first in the verdict; a photo without a face asks for no GPU time; a mistake raised inside the
+    GPU function keeps faceprot's sentence; and a run that gets the GPU is the diffusion engine's."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, shared_path
+    from test_public import _FAKE_SPACES
+    from tiny_models import write_tiny_diffusion_weights
+    from PIL import Image
+
+    from faceprot.disguise import diffusion
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for folder in shared_path("assets", "models").iterdir():  # the mirror's models, and the tiny ones
+        (models / folder.name).symlink_to(folder)
+    write_tiny_diffusion_weights(models)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "spaces.py").write_text(_FAKE_SPACES)
+    wall = tmp_path / "empty-wall.png"
+    Image.new("RGB", (320, 240), (200, 190, 180)).save(wall)
+    photo = lfw_manifest[0]["path"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)]), "SPACES_ZERO_GPU": "true",
+           "FAKE_SPACES": "run", "FACEPROT_MODEL_DIR": str(models), "FACEPROT_DATA_DIR": str(tmp_path / "data"),
+           "GRADIO_EXAMPLES_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", _DISGUISE_ON_FAKE_ZEROGPU, photo, str(wall)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-2000:] + done.stderr[-3000:]
+    got = json.loads(lines[-1][len("RESULT "):])
+
+    assert got["offered"] is True
+    assert got["choices"] == [["warp", "warp"], ["diffusion (experimental: its quality has not been measured)",
+                                                 "diffusion"]]
+    assert "experimental: its quality has not been measured" in got["info"]
+    assert len(got["warnings"]) == 1 and "anonymous visitor's daily GPU quota is short" in got["warnings"][0]
+    assert "Signing in to Hugging Face gives you more" in got["warnings"][0]
+    # the diffusion engine's models were loaded at import, onto CUDA (which this machine lacks)
+    assert {"ddpm-celebahq", "landmarks-3d68", "expression"} <= set(got["failed"]), got["failed"]
+    seconds = diffusion.gpu_duration(1)  # one face, one step: the engine's estimate
+
+    quota = got["quota"]
+    assert quota["calls"] == [seconds] and quota["warp_runs"] == 1 and "error" not in quota, quota
+    assert quota["verdict"].startswith("**Made on the CPU, with the warp engine.** The diffusion engine could not "
+                                       "run on the GPU (ZeroGPU quota exceeded: You have exceeded your free GPU "
+                                       "quota"), quota["verdict"]
+    assert "so this photo was disguised on the CPU with the warp engine instead.\n\nOn " in quota["verdict"]
+    assert "with the warp engine" in quota["summary"] and "the arrows are the warp's moves" in quota["summary"]
+
+    faceless = got["faceless"]
+    assert faceless["calls"] == [] and faceless["warp_runs"] == 0, faceless  # no quota spent, no fallback
+    assert "empty-wall.png" in faceless["error"], faceless
+    assert "No face was found" in faceless["error"] and "GPU" not in faceless["error"]
+
+    mistake = got["mistake"]
+    assert mistake["calls"] == [seconds] and mistake["warp_runs"] == 0, mistake  # a mistake is no GPU failure
+    assert mistake["error"].startswith("Error: ") and "The target has no embedding for mobilefacenet" in mistake["error"]
+    assert "GPU" not in mistake["error"] and "warp" not in mistake["error"]
+
+    ran = got["ran"]
+    assert ran["calls"] == [seconds] and ran["warp_runs"] == 0 and "error" not in ran, ran
+    assert not ran["verdict"].startswith("**Made") and ran["verdict"].startswith("On "), ran["verdict"]
+    assert "with the diffusion engine" in ran["summary"] and "experimental" in ran["summary"]
+    assert "where the 3-D landmark model reads each landmark" in ran["summary"]

@@ -5,8 +5,9 @@ Each step checks what a person looks for: the verdict line, the images, the mess
 that a table never needs sideways scrolling or splits a word or number across lines on a phone.
 
 The whole flow: protect the example selfie, download its mask file from the page, apply that file
-to two more photos, download the zip; check two photos; and in every tab, a non-image, a truncated
-file and a photo with no face answered with faceprot's own sentence beside the button. The page
+to two more photos, download the zip; check two photos; disguise a photo, where the tab says why its
+diffusion engine is not offered here; and in every tab, a non-image, a truncated file and a photo
+with no face answered with faceprot's own sentence beside the button. The page
 asks nothing of any host but the server (a request elsewhere is aborted and fails the test), and
 its load time is measured (test-artifacts/page-load.json).
 """
@@ -386,7 +387,19 @@ def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
     close-up and the warp's arrows; the download is a PNG of the photo's size."""
     from PIL import Image
 
+    import app
+
     page.get_by_role("tab", name="Emotion disguise").click()
+    # the engine is warp, the only one offered on this CPU machine, and the tab says why in one sentence
+    engine = page.get_by_label("Engine")
+    assert engine.input_value() == "warp"
+    why = page.get_by_text("The diffusion engine is not offered here")
+    playwright.expect(why).to_have_text(app.DIFFUSION_WHY_NOT, timeout=10_000)
+    assert why.is_visible() and "it needs a GPU, and there is none here" in why.inner_text()
+    engine.click()
+    options = page.get_by_role("option").all_inner_texts()  # the chosen one is ticked: "✓\nwarp"
+    assert [o.split()[-1] for o in options] == ["warp"], options
+    engine.press("Escape")
     page.get_by_text("Obama, happy, hide").click()
     line = page.get_by_text(re.compile(r"On obama-2\.jpg, compared with its disguised copy: [0-2] of 2 attacked "
                                        r"and [01] of 1 never-attacked recognizers still match you\."))
@@ -412,7 +425,7 @@ def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
     shown = _images_loaded(_block(page, "Original (left) / disguised (right)"), 2)
     assert any(u.endswith("/biden-disguised.png") for u in shown), shown
     _images_loaded(_block(page, "Close-up of the part that changes"), 2)
-    _images_loaded(_block(page, "The warp: where each landmark moved"), 1)
+    _images_loaded(_block(page, "Where each landmark moved"), 1)
     _phone_check(page, "disguise")
     saved = _download(page, _block(page, "Download the disguised photo"), tmp_path)
     img = Image.open(saved)

@@ -331,6 +331,27 @@ def test_cli_disguises_a_folder_with_one_broken_file_and_refuses_bad_emotions(tm
     assert "The target photo wall.png has no usable face" in capsys.readouterr().err
 
 
+def test_cli_diffusion_without_a_gpu_falls_back_to_warp_with_a_note(tmp_path, capsys, lfw_manifest):
+    """`faceprot disguise --engine diffusion` on a machine without a GPU (or its weights): the
+    photo is disguised by the warp engine, stderr says why in the app's sentence, exit status 0."""
+    from faceprot.cli import main
+    from faceprot.disguise import diffusion
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: this test is about a machine without one")
+    out = tmp_path / "me-happy.png"
+    rc = main(["disguise", lfw_manifest[0]["path"], "--engine", "diffusion", "--steps", "1", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured
+    assert f"note: {diffusion.why_not_offered(gpu=False)} Using the warp engine instead." in captured.err
+    assert "it needs a GPU, and there is none here" in captured.err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "1 of 1 photo(s) disguised" in captured.out
+    with pytest.raises(SystemExit):
+        main(["disguise", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--engine {warp,diffusion}" in help_text and "experimental: its quality has not been measured" in help_text
+    assert "Without them the warp engine runs instead and a note on stderr says why" in help_text
+
 def test_landmarks_that_are_not_a_face_are_refused_with_a_sentence(lfw_picture):
     """check_landmarks on real landmarks passes; squeezed eyes (a profile's layout) and a mouth
     outside the square are refused with LandmarkError, a NoFaceError the app and CLI word."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -138,3 +140,44 @@ def tiny_landmark_3d68(seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
     onnx.checker.check_model(model)
     return model
+
+
+#: google/ddpm-ema-celebahq-256's config.json (the google/ddpm-*-256 conversions share it; the
+#: channels are FACTS.md section 5's).
+REAL_CONFIG = dict(
+    sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+    block_out_channels=(128, 128, 256, 256, 512, 512),
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    act_fn="silu", attention_head_dim=None, center_input_sample=False, downsample_padding=0,
+    flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6, norm_num_groups=32,
+    time_embedding_type="positional",
+)
+TINY_CONFIG = dict(REAL_CONFIG, block_out_channels=(8, 8, 16, 16, 32, 32), norm_num_groups=4)
+
+
+def tiny_unet(seed: int = 0):
+    """The real architecture with tiny channels; conv_out re-drawn so the noise it predicts is of
+    order 0.1 (a random init's last layer is near zero, which would hide a wrong step)."""
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**TINY_CONFIG)
+    with torch.no_grad():
+        unet.conv_out.weight.normal_(0, 0.05)
+        unet.conv_out.bias.normal_(0, 0.05)
+    return unet
+
+
+def write_tiny_diffusion_weights(root: Path) -> Path:
+    """The diffusion engine's own models, tiny, in their Hub file layouts under ``root`` (a
+    ``$FACEPROT_MODEL_DIR``): ``ddpm-celebahq/`` (:func:`tiny_unet`, diffusers' ``save_pretrained``)
+    and ``landmarks-3d68/models/antelopev2/1k3d68.onnx`` (:func:`tiny_landmark_3d68`). Returns root."""
+    from faceprot.disguise.landmarks3d import FILENAME
+
+    tiny_unet().save_pretrained(root / "ddpm-celebahq")
+    onnx_path = root / "landmarks-3d68" / FILENAME
+    onnx_path.parent.mkdir(parents=True)
+    onnx_path.write_bytes(tiny_landmark_3d68().SerializeToString())
+    return root

@@ -91,6 +91,7 @@ from ..recognizers import default_surrogates, load_surrogate
 from ..runtime import resolve_device
 from .engine import DisguisedPhoto, check_emotion, embed_faces, reference_embeddings
 from .framing import CANONICAL_FROM_CELEBAHQ, CELEBAHQ_SIZE, celebahq_transform, from_celebahq
+from .landmarks3d import REGISTRY_KEY as LANDMARKS_KEY
 from .landmarks3d import Landmarks3D, load_landmarks_3d68
 from .projection import MODES, GradientProjector
 from .smoothness import laplacian_loss
@@ -460,8 +461,66 @@ class DiffusionDisguise:
 
 
 # ------------------------------------------------------------------------------------------------
+# Where it is offered
+# ------------------------------------------------------------------------------------------------
+
+#: The engine's own models (registry keys), as a person calls them. The recognisers and the
+#: expression model are the warp engine's.
+WEIGHTS = {REGISTRY_KEY: "the diffusion model", LANDMARKS_KEY: "the 3-D landmark model"}
+
+
+def missing_weights() -> list[str]:
+    """The engine's own models whose files are not on this machine (``$FACEPROT_MODEL_DIR`` or
+    the Hub cache that a Space's ``preload_from_hub`` fills; nothing is downloaded), each named
+    with where it comes from: "the diffusion model (google/ddpm-ema-celebahq-256)"."""
+    out = []
+    for key, what in WEIGHTS.items():
+        if not registry.availability(key)[0]:
+            e = registry.entry(key)
+            where = f"{e.files[0].filename} from {e.repo_id}" if len(e.files) == 1 else e.repo_id
+            out.append(f"{what} ({where})")
+    return out
+
+
+def why_not_offered(gpu: bool) -> str:
+    """One sentence that says why the diffusion engine cannot run here, or "" where it can: it
+    needs a GPU (``gpu``: whether there is one) and its weights (:func:`missing_weights`). The app
+    and the command line say the same sentence."""
+    reasons = [] if gpu else ["it needs a GPU, and there is none here"]
+    missing = missing_weights()
+    if missing:
+        reasons.append(f"it needs {' and '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} not here")
+    return ("The diffusion engine is not offered here: " + "; and ".join(reasons) + ".") if reasons else ""
+
+
+# ------------------------------------------------------------------------------------------------
 # The pipeline
 # ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiffusedFace:
+    """One face the diffusion engine edited: its record in the photo and what
+    :class:`DiffusionDisguise` returned for it (see there; canonical tensors on the CPU)."""
+
+    face: Face
+    clean: torch.Tensor
+    final: torch.Tensor
+    framed: torch.Tensor
+    framed_final: torch.Tensor
+    delta: torch.Tensor
+    points: torch.Tensor
+    edited_points: torch.Tensor
+    p_emotion: dict[str, float]
+    similarity: dict[str, dict[str, float]]
+    losses: list[dict]
+    seconds: float
+
+    @property
+    def displacements(self) -> torch.Tensor:
+        """(68, 2) how far each landmark moved, in canonical pixels, as the landmark model reads
+        the face before and after the edit (the warp engine's field of the same name is the warp)."""
+        return self.edited_points - self.points
 
 
 @dataclass
@@ -469,11 +528,11 @@ class DiffusionResult(DisguisedPhoto):
     """A photo disguised by the diffusion engine.
 
     protected: the output (:class:`~faceprot.protect.Protected`, the input's size).  faces: per
-    chosen face, :class:`DiffusionDisguise`'s dict with its ``face`` record added.
+    chosen face, :class:`DiffusedFace`.
     """
 
     protected: Protected
-    faces: list[dict]
+    faces: list[DiffusedFace]
     emotion: str
     seed: int
     target: bool
@@ -521,7 +580,7 @@ def disguise(photo, emotion: str = "happy", target=None, seed: int = 0,
     reference = reference_embeddings(target, engine.surrogates)
     t_locate = time.perf_counter() - t0
 
-    records: list[dict] = []
+    records: list[DiffusedFace] = []
     n = len(located.chosen)
 
     def edit(x: torch.Tensor, i: int) -> torch.Tensor:
@@ -532,7 +591,7 @@ def disguise(photo, emotion: str = "happy", target=None, seed: int = 0,
                      impersonate=reference is not None, away=own if reference is not None else None,
                      seed=seed + i, scale=1 / face.transform.scale,
                      progress=lambda k, m: say(0.05 + 0.93 * (i + k / m) / n, f"Face {i + 1} of {n}: step {k}/{m}"))
-        records.append({"face": face, **out})
+        records.append(DiffusedFace(face=face, **out))
         return out["delta"]
 
     t = time.perf_counter()
@@ -542,6 +601,7 @@ def disguise(photo, emotion: str = "happy", target=None, seed: int = 0,
                            {"locate": t_locate, "optimise": time.perf_counter() - t, "total": time.perf_counter() - t0})
 
 
-__all__ = ["DiffusionDisguise", "DiffusionConfig", "DiffusionResult", "EditProblem", "Schedule", "disguise",
+__all__ = ["DiffusionDisguise", "DiffusionConfig", "DiffusionResult", "DiffusedFace", "EditProblem", "Schedule",
+           "disguise", "why_not_offered", "missing_weights", "WEIGHTS",
            "load_ddpm", "ddim_step", "alphas_cumprod", "gpu_duration", "LOSS_TERMS",
            "ESTIMATED_GPU_SECONDS_PER_STEP", "ESTIMATED_GPU_SECONDS_FIXED"]

@@ -612,6 +612,32 @@ def faces_matching(rgb: np.ndarray, faces: list[Face], reference: dict[str, torc
     return [f for f, m in zip(faces, mine) if m]
 
 
+def locate_faces(photo, faces: Selection | Sequence[Face] = "largest", me=None, models: Sequence = (),
+                 detector=None) -> Located:
+    """The photo read once and the faces to disguise found in it, for either engine.
+
+    Args:
+        photo: as :func:`disguise` (a :class:`~faceprot.protect.Located` photo is returned as it is).
+        faces: as :func:`disguise`; with "me", the faces that any of ``models`` (loaded surrogates)
+            matches to the largest face of the photo ``me``.
+    Raises:
+        NoFaceError (no face; with "me", none matching or none in ``me``), FaceprotError ("me"
+        without ``me``).
+    """
+    if isinstance(photo, Located):
+        return photo
+    if faces != "me":
+        return locate(photo, faces, detector)
+    if me is None:
+        raise FaceprotError('faces="me" needs a photo of you (me=...) to recognise your face by.')
+    pic = as_picture(photo)
+    everyone = locate(pic, "all", detector, min_px=0).found
+    mine = faces_matching(pic.rgb, everyone, target_embeddings(me, models, "photo of you"), models)
+    if not mine:
+        raise NoFaceError("None of the faces in this photo matched the photo of you.")
+    return locate(pic, select_faces(mine, "all"), found=everyone)
+
+
 def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium", seed: int = 0,
              faces: Selection | Sequence[Face] = "largest", surrogates: list[str] | None = None,
              device: str | None = None, progress: Progress | None = None, projection: str = "gradvac",
@@ -662,19 +688,7 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
     engine = EmotionDisguise(models, load_expression_model("expression", dev), cfg)
 
     say(0.02, "Finding the faces")
-    if isinstance(photo, Located):
-        located = photo
-    elif faces == "me":
-        if me is None:
-            raise FaceprotError('faces="me" needs a photo of you (me=...) to recognise your face by.')
-        pic = as_picture(photo)
-        everyone = locate(pic, "all", detector, min_px=0).found
-        mine = faces_matching(pic.rgb, everyone, target_embeddings(me, models, "photo of you"), models)
-        if not mine:
-            raise NoFaceError("None of the faces in this photo matched the photo of you.")
-        located = locate(pic, select_faces(mine, "all"), found=everyone)
-    else:
-        located = locate(photo, faces, detector)
+    located = locate_faces(photo, faces, me, models, detector)
     points = [check_landmarks(f) for f in located.chosen]
     reference = reference_embeddings(target, models)
     t_locate = time.perf_counter() - t0
@@ -712,4 +726,4 @@ def disguise(photo, emotion: str = "happy", target=None, strength: str = "medium
 __all__ = ["disguise", "DisguiseResult", "DisguisedPhoto", "FaceDisguise", "EmotionDisguise", "DisguiseConfig",
            "expression_basis", "DIRECTIONS", "face_region", "OFFERED", "STRENGTHS", "MAX_EPS", "EmotionError",
            "LandmarkError", "check_emotion", "check_landmarks", "target_embeddings", "embed_faces",
-           "reference_embeddings", "faces_matching", "paste_warp"]
+           "reference_embeddings", "faces_matching", "locate_faces", "paste_warp"]
