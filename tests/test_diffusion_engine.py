@@ -320,3 +320,59 @@ def test_time_one_forward_and_backward_of_the_full_size_unet_on_the_cpu():
     assert torch.isfinite(z.grad).all()
     print(f"\nfull-size UNet2DModel, 1 forward + backward at 256x256 on the CPU ({torch.get_num_threads()} "
           f"thread(s)): {seconds:.1f} s; an engine step (7 passes) about {7 * seconds:.0f} s")
+
+
+def _time_engine_steps(unet, models, photo, device: str, steps: int = 2) -> dict[str, float]:
+    """Seconds for the inversion (20 UNet calls, no gradient) and per optimisation step (6
+    generative calls and the score term, forward and backward), on ``device``."""
+    _, landmarks, surrogates, expression = models
+    dev = torch.device(device)
+    engine = DiffusionDisguise(unet.to(dev), landmarks.to(dev), [s.to(dev) for s in surrogates], expression.to(dev),
+                               DiffusionConfig(eot=False, steps=steps))
+    x, framed = photo[2].to(dev), photo[3].to(dev)
+    ref = {s.name: s(x)[0].detach() for s in engine.surrogates}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    problem = engine.problem(x, framed, "happy", ref, seed=0)
+    sync()
+    inversion = time.perf_counter() - t
+    offsets = problem.zero_offsets()
+    times = []
+    for step in range(steps):
+        t = time.perf_counter()
+        d, _, _ = problem.direction(offsets, step)
+        sync()
+        times.append(time.perf_counter() - t)
+        assert torch.isfinite(d).all()
+    return {"inversion": inversion, "first step": times[0], "later steps": float(np.mean(times[1:] or times))}
+
+
+def _full_size_unet():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(**REAL_CONFIG).requires_grad_(False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: this runs on a lent GPU machine "
+                                                          "(issue 17 item 3); CI's CPU has none")
+def test_the_engine_on_a_gpu_with_the_tiny_and_the_full_size_architecture(models, photo):
+    """On a GPU: the engine's inversion and optimisation steps with the tiny model and with the
+    full-size architecture (random weights), timed; the numbers go to BENCHMARKS.md."""
+    for name, unet in (("tiny", copy.deepcopy(models[0])), ("full-size, random weights", _full_size_unet())):
+        t = _time_engine_steps(unet, models, photo, "cuda", steps=3)
+        print(f"\n{torch.cuda.get_device_name()} {name}: inversion {t['inversion']:.2f} s, first step "
+              f"{t['first step']:.2f} s, later steps {t['later steps']:.3f} s each")
+        assert all(v > 0 for v in t.values())
+
+
+@pytest.mark.soak
+def test_time_one_engine_step_of_the_full_size_architecture_on_the_cpu(models, photo):
+    """The full-size architecture (random weights) in the engine on the CPU: the inversion and one
+    optimisation step (minutes; kept out of CI). The landmark model is the tiny graph: 1k3d68 is
+    not here, and a 192 px landmark pass is small beside seven 256 px UNet passes."""
+    t = _time_engine_steps(_full_size_unet(), models, photo, "cpu", steps=1)
+    print(f"\nfull-size engine on the CPU ({torch.get_num_threads()} thread(s)): inversion {t['inversion']:.1f} s, "
+          f"one optimisation step {t['first step']:.1f} s")
+    assert t["first step"] > 0
