@@ -969,7 +969,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                                info="The ones left out are scored as never-attacked.")
                     disguise_faces = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to disguise",
                                               info="'me': only the faces that match the photo of you below.")
-                    disguise_me = gr.File(label="A photo of you (only for 'me')", type="filepath")
+                    disguise_me = _api_example(gr.File(label="A photo of you (only for 'me')", type="filepath"),
+                                               API_EXAMPLE_PHOTOS["selfie"])
                     disguise_seed = gr.Number(value=0, precision=0, label="Seed (same photo + seed = same result)")
                 disguise_btn = gr.Button("Disguise", variant="primary")
                 disguise_status = gr.Markdown()

@@ -335,6 +335,9 @@ def test_the_api_page_shows_face_photos_as_examples(server_url):
     assert (ROOT / examples["/apply"][0]["path"]).is_file()
     assert examples["/apply"][1][0]["url"].endswith("/obama2.jpg")
     assert [e["url"].rsplit("/", 1)[1] for e in examples["/check"]] == ["obama2.jpg", "biden.jpg"]
+    # /disguise: the photo, and (for "me") a photo of the same person
+    assert examples["/disguise"][0]["url"].endswith("/obama2.jpg")
+    assert examples["/disguise"][7]["url"].endswith("/obama.jpg")
 
 
 def test_previews_and_validators_read_a_small_copy(app_module, tmp_path):
