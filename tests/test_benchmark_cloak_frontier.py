@@ -30,8 +30,8 @@ from faceprot.attack import ConvDropout, resize_pad  # noqa: E402
 from faceprot.cloak.enroll import PRESETS  # noqa: E402
 from faceprot.cloak.optimizer import CloakConfig, UniversalCloak  # noqa: E402
 from faceprot.io import load_image  # noqa: E402
-from faceprot.recognizers.base import Threshold  # noqa: E402
 from faceprot.visibility import ciede2000  # noqa: E402
+from tiny_models import tiny_conv_recognizer  # noqa: E402
 
 
 def test_ciede2000_clip_bounds_every_pixel_and_moves_only_those_over():
@@ -89,23 +89,8 @@ def test_resize_pad_is_the_identity_when_off_and_a_shrunk_padded_copy_when_on():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-class TinyNet(torch.nn.Module):
-    """A fixed random recognizer of conv modules: the tests are about the optimiser."""
-
-    name, metric, threshold = "tiny", "cosine", Threshold(0.3, "test")
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
-        self.fc = torch.nn.Linear(8 * 16 * 16, 16)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
-
-
 def test_conv_dropout_thins_conv_outputs_only_inside_its_context():
-    net = TinyNet()
+    net = tiny_conv_recognizer()
     x = torch.rand(2, 3, 256, 256)
     clean = net(x)
     with ConvDropout([net], 0.3, torch.Generator().manual_seed(0)) as n:
@@ -122,7 +107,7 @@ def test_conv_dropout_thins_conv_outputs_only_inside_its_context():
 def test_transfer_options_are_off_by_default_and_reach_the_optimiser():
     cfg = CloakConfig()
     assert cfg.input_diversity == 0 and cfg.model_dropout == 0
-    net = TinyNet()
+    net = tiny_conv_recognizer()
     views = torch.rand(2, 3, 256, 256)
     budget = torch.full((1, 256, 256), 8 / 255)
     person = {"tiny": net(views).mean(0).detach()}

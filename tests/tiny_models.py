@@ -1,4 +1,5 @@
-"""Tiny models built in the formats of real ones, for the loading paths that cannot run offline."""
+"""Tiny models built in the formats of real ones, for the loading paths that cannot run offline,
+and a tiny fixed recognizer for tests about an optimiser rather than a model."""
 
 from __future__ import annotations
 
@@ -138,3 +139,25 @@ def tiny_landmark_3d68(seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
     onnx.checker.check_model(model)
     return model
+
+
+def tiny_conv_recognizer():
+    """A fixed random recognizer of torch modules (one conv, one linear) on canonical (B, 3, 256,
+    256) faces, cosine, with the attributes the cloak's optimiser reads from a surrogate."""
+    import torch
+
+    from faceprot.recognizers.base import Threshold
+
+    class TinyNet(torch.nn.Module):
+        name, metric, threshold = "tiny", "cosine", Threshold(0.3, "test")
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
+            self.fc = torch.nn.Linear(8 * 16 * 16, 16)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
+
+    return TinyNet()
