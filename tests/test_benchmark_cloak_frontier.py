@@ -214,7 +214,8 @@ def test_frontier_refuses_the_acceptance_split(monkeypatch):
         raise AssertionError(f"the frontier ran on {p['identity']}")
 
     monkeypatch.setattr(cloak, "run_frontier", never)
+    _fresh("smoke-never")
     for start in ("0", "99"):
         with pytest.raises(SystemExit):
             cloak.main(["--faces", str(faces), "--frontier", "--start", start, "--people", "1", "--run", "smoke-never"])
-    assert not (RESULTS / "cloak" / "smoke-never").exists()
+    assert not (RESULTS / "cloak" / "smoke-never").exists()  # refused before anything was written
