@@ -12,14 +12,20 @@ threshold. Probes in which an evaluator finds no face are counted separately.
     python benchmarks/cloak.py --people 100 --shard 1/4 --resume
     python benchmarks/cloak.py --people 100 --report        # merge shards, write tables + plots
     python benchmarks/cloak.py --faces ../shared/assets/faces/photos --people 0
+    python benchmarks/cloak.py --frontier --people 10 --shard 1/2 --resume   # LFW tuning people 100-109
+    python benchmarks/cloak.py --frontier --leave-one-out --report           # frontier.md, .json, .png
+    python benchmarks/cloak.py --frontier --methods v2 --scales 1 --settings dlib-resnet,mobilefacenet \
+        --set input_diversity=0.5 --run lfw-loo-di --people 20               # one transfer technique
 
 Results go to ``benchmarks/results/cloak/<run>/`` (JSON per shard, report.md, report.json, plots).
 
 This file is the command line and one person's run (``run_person``); the parts sit beside it:
 ``cloak_protocol.py`` (gallery cache, people, scoring, image quality), ``cloak_baselines.py``
 (noise, the released code, per-image PGD), ``cloak_reuse.py`` (the mask-reuse study),
-``cloak_sweeps.py``, ``cloak_timing.py`` (apply cost) and ``cloak_report.py`` (summary, tables,
-plots, the ``--quick`` bar).
+``cloak_sweeps.py``, ``cloak_timing.py`` (apply cost), ``cloak_report.py`` (summary, tables,
+plots, the ``--quick`` bar) and ``cloak_frontier.py`` (``--frontier``: top-1 PSR against face
+PSNR and CIEDE2000 per method and budget scale, issue 16; on LFW it runs on the tuning people
+100-199 unless ``--acceptance``).
 """
 
 from __future__ import annotations
@@ -36,13 +42,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import RESULTS, SHARED_FACES
+from _common import RESULTS, SHARED_FACES, git_commit
+from cloak_frontier import LEAVE_ONE_OUT, METHODS, REFINES, SCALES, TUNING_START, frontier_markdown, frontier_plot, \
+    run_frontier, summarise_frontier
 from cloak_baselines import ReleasedCodeCloak, noise_baseline, per_image_pgd
 from cloak_protocol import SETTINGS, degrade, gallery_embeddings, plan_people, quality, save_and_reread, score_probe
 from cloak_report import markdown, plots, quick_checks, summarise
 from cloak_reuse import REUSE_SETTINGS, edge_correlation, mask_reuse, reuse_setting, run_reuse
 from cloak_sweeps import run_sweeps
 from cloak_timing import timing
+from cloak_tuning import _pairs
 from faceprot.canonical import region_mask
 from faceprot.cloak.apply import apply_mask
 from faceprot.cloak.enroll import enroll
@@ -104,7 +113,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
     ap.add_argument("--people", type=int, default=100, help="people to enroll (0 = all with >= 2 photos)")
-    ap.add_argument("--start", type=int, default=0, help="skip this many people first (a held-out slice)")
+    ap.add_argument("--start", type=int, default=None,
+                    help=f"skip this many people first (a held-out slice; default 0, {TUNING_START} with --frontier)")
     ap.add_argument("--quick", action="store_true", help="CI mode: 20 people, medium ensemble + noise baseline, asserts")
     ap.add_argument("--sweep-people", type=int, default=30)
     ap.add_argument("--no-sweeps", action="store_true")
@@ -120,7 +130,38 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-settings", default=",".join(REUSE_SETTINGS),
                     help="apply settings of the mask-reuse study: N = refine N steps, Ns = with the "
                          "strip-resistant loss (default %(default)s)")
+    fr = ap.add_argument_group("frontier (issue 16): top-1 PSR against face PSNR and CIEDE2000")
+    fr.add_argument("--frontier", action="store_true", help="the frontier mode (shardable, resumable, --report)")
+    fr.add_argument("--methods", default=",".join(METHODS), help="frontier methods (default %(default)s)")
+    fr.add_argument("--scales", default=",".join(f"{s:g}" for s in SCALES), help="budget scales (default %(default)s)")
+    fr.add_argument("--refines", default=",".join(map(str, REFINES)), help="apply refinements (default %(default)s)")
+    fr.add_argument("--settings", default="both", help="surrogate settings: both, dlib-resnet, mobilefacenet "
+                    "(a single surrogate is scored on the held-out evaluator only)")
+    fr.add_argument("--leave-one-out", action="store_true", help="add the leave-one-out settings: "
+                    + "; ".join(f"{k} only scored on {', '.join(v)}" for k, v in LEAVE_ONE_OUT.items()))
+    fr.add_argument("--set", nargs="*", default=[], help="enroll / CloakConfig overrides for every frontier "
+                    "enrollment, key=value (a transfer technique: input_diversity=0.5, model_dropout=0.1, ...)")
+    fr.add_argument("--acceptance", action="store_true", help="allow LFW people 0-99 (issue 16's acceptance split)")
     args = ap.parse_args(argv)
+    if args.frontier:
+        args.methods = [m for m in args.methods.split(",") if m]
+        args.scales = [float(v) for v in args.scales.split(",") if v]
+        args.refines = [int(v) for v in args.refines.split(",") if v]
+        args.settings = [k for k in args.settings.split(",") if k]
+        if args.leave_one_out:
+            args.settings += [k for k in LEAVE_ONE_OUT if k not in args.settings]
+        args.overrides = _pairs(args.set)
+        for m in args.methods:
+            if m not in METHODS:
+                ap.error(f"--methods: {m!r} is not one of {', '.join(METHODS)}")
+        for k in args.settings:
+            if k not in SETTINGS:
+                ap.error(f"--settings: {k!r} is not one of {', '.join(SETTINGS)}")
+        if args.start is None:
+            args.start = TUNING_START
+        if Path(args.faces).name == "lfw" and args.start < TUNING_START and not args.acceptance and not args.report:
+            ap.error(f"LFW people 0-{TUNING_START - 1} are issue 16's acceptance split; choose --start >= {TUNING_START}")
+    args.start = args.start or 0
     args.reuse_settings = [k.strip() for k in args.reuse_settings.split(",") if k.strip()]
     for k in args.reuse_settings:
         try:
@@ -133,7 +174,8 @@ def main(argv=None) -> int:
     args.variants = [("medium", "both")] if args.quick else [
         ("medium", "both"), ("medium", "dlib-resnet"), ("medium", "mobilefacenet"), ("high", "both")]
     faces = Path(args.faces)
-    run = args.run or f"{faces.name}-{'quick' if args.quick else 'reuse' if args.reuse_only else 'full'}"
+    mode = 'quick' if args.quick else 'reuse' if args.reuse_only else 'frontier' if args.frontier else 'full'
+    run = args.run or f"{faces.name}-{mode}"
     out = RESULTS / "cloak" / run
     out.mkdir(parents=True, exist_ok=True)
     meta = {"run": run, "faces": str(faces), "machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
@@ -142,6 +184,8 @@ def main(argv=None) -> int:
     threads = configure_threads()
     meta["machine"] = f"{platform.node()}, {threads} torch thread(s)"
 
+    if args.report and args.frontier:
+        return frontier_report(out, meta)
     if args.report:
         records, metas = [], []
         for f in sorted(out.glob("shard-*.json")) + sorted(out.glob("sweeps-*.json")) + sorted(out.glob("reuse-*.json")):
@@ -169,7 +213,16 @@ def main(argv=None) -> int:
     i, n = (int(v) for v in args.shard.split("/"))
     mine = plan[i - 1::n]
     sweep_ids = {p["identity"] for p in plan[: args.sweep_people]}
-    kind = "sweeps" if args.sweeps_only else "reuse" if args.reuse_only else "shard"
+    kind = "sweeps" if args.sweeps_only else "reuse" if args.reuse_only else "frontier" if args.frontier else "shard"
+    if args.frontier:
+        ident = list(dict.fromkeys(e["identity"] for e in entries))  # the manifest's identity order
+        rank = sorted(ident.index(p["identity"]) for p in mine)
+        meta.update(commit=git_commit(), people_range=f"LFW #{rank[0]}-{rank[-1]} in the manifest's identity order, "
+                    f"{len(mine)} people" if rank else "none",
+                    methods=args.methods, scales=args.scales, refines=args.refines, settings=args.settings,
+                    overrides=args.overrides)
+        if Path(args.faces).name == "lfw" and not args.acceptance:
+            assert all(ident.index(p["identity"]) >= TUNING_START for p in mine), "an acceptance person in a tuning run"
     if args.sweeps_only:
         mine = plan[: args.sweep_people][i - 1::n]
     shard_file = out / f"{kind}-{i}-of-{n}.json"
@@ -186,12 +239,19 @@ def main(argv=None) -> int:
             done.append(run_reuse(p, entries, ids, gallery, args))
             shard_file.write_text(json.dumps({"meta": meta, "people": done}))
             continue
+        if args.frontier:
+            done.append(run_frontier(p, entries, ids, gallery, args, out / "images"))
+            shard_file.write_text(json.dumps({"meta": meta, "people": done}))
+            continue
         rec = run_person(p, entries, ids, gallery, args, out / "images")
         if not args.no_sweeps and p["identity"] in sweep_ids:
             rec["sweeps"] = run_sweeps(p, entries, ids, gallery, args)
         done.append(rec)
         shard_file.write_text(json.dumps({"meta": meta, "people": done}))
     if args.sweeps_only:
+        return 0
+    if args.frontier:
+        print(frontier_markdown(summarise_frontier(done), meta))
         return 0
     if args.reuse_only:
         print(markdown(summarise(done), meta))
@@ -207,6 +267,25 @@ def main(argv=None) -> int:
         return quick_checks(s)
     return 0
 
+
+def frontier_report(out: Path, meta: dict) -> int:
+    """Merge the run's frontier shards: frontier.json, frontier.md and frontier.png."""
+    records, metas = [], []
+    for f in sorted(out.glob("frontier-*-of-*.json")):
+        d = json.loads(f.read_text())
+        records += d["people"]
+        metas.append(d["meta"])
+    if metas:  # the report describes the runs that made the shards, not this merge
+        meta.update({k: "; ".join(sorted({str(m.get(k, "")) for m in metas}))
+                     for k in ("faces", "machine", "date", "commit", "command", "people_range")})
+    s = summarise_frontier(records)
+    md = frontier_markdown(s, meta)
+    (out / "frontier.json").write_text(json.dumps({"meta": meta, "summary": s}, indent=1))
+    (out / "frontier.md").write_text(md)
+    if not frontier_plot(s, out / "frontier.png"):
+        print("matplotlib is not installed: no frontier.png", file=sys.stderr)
+    print(md)
+    return 0
 
 
 if __name__ == "__main__":

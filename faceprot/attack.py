@@ -8,7 +8,9 @@ embeddings are ``(B, D)``. Everything here is differentiable with respect to the
 * :func:`sign_step`: one signed PGD step followed by that projection;
 * :class:`BudgetSpace`: the coordinates a budget is measured in: RGB (the paper's box) or
   luminance and chroma (YCbCr), a linear map of RGB, so a box there is still projected exactly;
-* :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`: gradient and input shaping;
+* :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`, :func:`resize_pad`: gradient
+  and input shaping;
+* :class:`ConvDropout`: model augmentation, dropout on a surrogate's convolution outputs;
 * :func:`device_of`: the one device an ensemble of surrogates sits on.
 """
 
@@ -130,6 +132,65 @@ def elastic_warp(x: torch.Tensor, amplitude: float, generator: torch.Generator, 
     return F.grid_sample(x, sample, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def resize_pad(x: torch.Tensor, prob: float, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Input diversity (DI-FGSM, Xie et al. 2019): each sample, with probability ``prob``, shrunk
+    to a random size in [``min_scale`` * S, S] (bilinear) and zero-padded back to S at a random
+    offset; differentiable. Draws come from ``generator`` (the CPU's in faceprot).
+
+    Args:
+        x: (B, C, S, S) images in [0, 1].
+    Returns:
+        (B, C, S, S); ``x`` itself when ``prob`` is 0.
+    """
+    if prob <= 0:
+        return x
+    b, _, h, w = x.shape
+    out = []
+    for i in range(b):
+        if float(torch.rand((), generator=generator)) >= prob:
+            out.append(x[i:i + 1])
+            continue
+        s = float(torch.empty(()).uniform_(min_scale, 1.0, generator=generator))
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        top = int(torch.randint(0, h - nh + 1, (), generator=generator))
+        left = int(torch.randint(0, w - nw + 1, (), generator=generator))
+        small = F.interpolate(x[i:i + 1], size=(nh, nw), mode="bilinear", align_corners=False)
+        out.append(F.pad(small, (left, w - nw - left, top, h - nh - top)))
+    return torch.cat(out)
+
+
+class ConvDropout:
+    """Model augmentation (Ghost Networks' dropout erosion, Li et al. 2020): while the context is
+    open, every ``nn.Conv2d`` output of the given models is multiplied by a fresh Bernoulli mask
+    (keep 1 - ``p``, inverted scaling), drawn from ``generator`` at each forward pass, so each
+    step sees a slightly different network.
+
+    Only models built of ``nn.Conv2d`` modules are touched (dlib-resnet's PyTorch port); a model
+    run by the ONNX interpreter (MobileFaceNet) has no per-layer modules and is left as it is.
+    ``with ConvDropout(models, p, gen) as n:`` gives the number of layers hooked.
+    """
+
+    def __init__(self, models: list, p: float, generator: torch.Generator):
+        self.models, self.p, self.generator, self.handles = list(models), float(p), generator, []
+
+    def _hook(self, module, inputs, out):
+        keep = (torch.rand(out.shape, generator=self.generator) >= self.p).to(out.device, out.dtype)
+        return out * keep / (1 - self.p)
+
+    def __enter__(self) -> int:
+        if self.p > 0:
+            for m in self.models:
+                for layer in m.modules():
+                    if isinstance(layer, torch.nn.Conv2d):
+                        self.handles.append(layer.register_forward_hook(self._hook))
+        return len(self.handles)
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
 def device_of(surrogates: list) -> torch.device:
     """The one device all surrogates sit on (an optimisation runs there)."""
     devices = {module_device(s) for s in surrogates}
@@ -138,4 +199,4 @@ def device_of(surrogates: list) -> torch.device:
     return devices.pop()
 
 
-__all__ = ["similarity", "project", "sign_step", "BudgetSpace", "YCBCR_FROM_RGB", "unit_scale", "gaussian_smooth", "elastic_warp", "device_of"]
+__all__ = ["similarity", "project", "sign_step", "BudgetSpace", "YCBCR_FROM_RGB", "unit_scale", "gaussian_smooth", "elastic_warp", "resize_pad", "ConvDropout", "device_of"]

@@ -235,21 +235,9 @@ def test_mirrored_gradient_makes_a_symmetric_perturbation(obama):
     """With mirror_gradient, P's update is left-right symmetric: under a symmetric budget and no
     attention the mask equals its mirror image, and without it (same data) it does not."""
     from faceprot.cloak.optimizer import CloakConfig, UniversalCloak
-    from faceprot.recognizers.base import Threshold
+    from tiny_models import tiny_conv_recognizer
 
-    class TinyNet(torch.nn.Module):  # a fixed random recognizer: the test is about the optimiser
-        name, metric, threshold = "tiny", "cosine", Threshold(0.3, "test")
-
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
-            self.fc = torch.nn.Linear(8 * 16 * 16, 16)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
-
-    net = TinyNet()
+    net = tiny_conv_recognizer()  # a fixed random recognizer: the test is about the optimiser
     faces = []
     for path in obama[:3]:  # real faces, aligned: the views the optimiser sees in enrollment
         rgb = load_image(path).rgb

@@ -1,4 +1,5 @@
-"""Tiny models built in the formats of real ones, for the loading paths that cannot run offline."""
+"""Tiny models built in the formats of real ones, for the loading paths that cannot run offline,
+and a tiny fixed recognizer for tests about an optimiser rather than a model."""
 
 from __future__ import annotations
 
@@ -181,3 +182,25 @@ def write_tiny_diffusion_weights(root: Path) -> Path:
     onnx_path.parent.mkdir(parents=True)
     onnx_path.write_bytes(tiny_landmark_3d68().SerializeToString())
     return root
+
+
+def tiny_conv_recognizer():
+    """A fixed random recognizer of torch modules (one conv, one linear) on canonical (B, 3, 256,
+    256) faces, cosine, with the attributes the cloak's optimiser reads from a surrogate."""
+    import torch
+
+    from faceprot.recognizers.base import Threshold
+
+    class TinyNet(torch.nn.Module):
+        name, metric, threshold = "tiny", "cosine", Threshold(0.3, "test")
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 8, 5, stride=4, padding=2)
+            self.fc = torch.nn.Linear(8 * 16 * 16, 16)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(torch.nn.functional.avg_pool2d(x, 4))).flatten(1))
+
+    return TinyNet()

@@ -11,7 +11,8 @@ Given V aligned views of one person, it finds ONE perturbation for all of them:
 delta = M^-1 Pi(A * P) with M the YCbCr transform; see :mod:`faceprot.cloak.perceptual`)
 
 where P is updated by sign-gradient PGD (its gradient optionally Gaussian-smoothed and mirrored,
-the views jittered by a smooth random warp at each step; see :class:`CloakConfig`), A is the learnable attention, Pi clips to the per-pixel
+the views jittered by a smooth random warp at each step, optionally resized and padded, the
+surrogates optionally thinned by dropout; see :class:`CloakConfig`), A is the learnable attention, Pi clips to the per-pixel
 budget, e_m is surrogate m's embedding, near/far are the anchors, person_m the person's clean
 embedding (mean over views), and T is the real-life chain (alignment jitter, paste-back
 resampling, 8-bit rounding, JPEG, downscaling) drawn afresh at every step (expectation over
@@ -26,7 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..attack import BudgetSpace, device_of, elastic_warp, gaussian_smooth, project, sign_step, similarity, unit_scale
+from ..attack import (BudgetSpace, ConvDropout, device_of, elastic_warp, gaussian_smooth, project, resize_pad, sign_step,
+                      similarity, unit_scale)
 from ..eot import RealLifeChain
 from .anchors import Anchors
 from .focus import LearnableAttention
@@ -70,6 +72,18 @@ class CloakConfig:
     #: surrogate with the least slack, gets 1.5: with the warp it raised its top-1 PSR by 1.3 and
     #: 3.8 points on two 20-person slices for 0-2.6 points of dlib's (BENCHMARKS.md, round 3).
     surrogate_weights: dict = field(default_factory=lambda: {"mobilefacenet": 1.5})
+    # Transfer to recognizers the mask never saw (issue 16 item 2), each off by default and measured
+    # leave-one-out on the tuning split (BENCHMARKS.md, "Cloak v2: tuning-split measurements").
+    # TI-FGSM's translation-invariant gradient is grad_smooth_sigma above (TI uses a wider kernel).
+    #: input diversity (DI-FGSM): at each step each view, with this probability, is shrunk to a
+    #: random size in [diversity_min_scale, 1] of the canonical side and zero-padded back at a random
+    #: offset before the surrogates see it (0 = off)
+    input_diversity: float = 0.0
+    diversity_min_scale: float = 0.9
+    #: model augmentation: dropout with this probability on every convolution output of the
+    #: surrogates built of torch modules (dlib-resnet; not MobileFaceNet's ONNX graph), a fresh
+    #: mask at each step (Ghost Networks' dropout erosion; 0 = off)
+    model_dropout: float = 0.0
     max_high_fraction: float = 0.30
     use_stickers: bool = True
     use_high_pass: bool = True
@@ -181,7 +195,7 @@ class UniversalCloak:
             faces = elastic_warp(views, cfg.view_warp_px, gen, cfg.view_warp_grid)  # views itself at 0
             pre = (faces + delta).clamp(0, 1)
             leaf = pre.detach().requires_grad_(True)
-            x = self.chain(leaf, generator=gen)
+            x = resize_pad(self.chain(leaf, generator=gen), cfg.input_diversity, cfg.diversity_min_scale, gen)
             # Each (surrogate, view) pair gets an equal say: its gradient is scaled to unit mean
             # magnitude before summing, so neither one model nor a few easy views steer the
             # universal perturbation (views whose loss is already low would otherwise fade out).
@@ -190,7 +204,9 @@ class UniversalCloak:
             for k, s in enumerate(self.surrogates):
                 near = anchors.near[s.name].to(dev) if use_anchors else None
                 far = anchors.far[s.name].to(dev) if use_anchors else None
-                loss = cloak_loss(s, s(x), near, far, person[s.name], cfg.self_weight)
+                with ConvDropout([s], cfg.model_dropout, gen):
+                    emb = s(x)
+                loss = cloak_loss(s, emb, near, far, person[s.name], cfg.self_weight)
                 (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
                 w = float(cfg.surrogate_weights.get(s.name, 1.0))
                 g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)

@@ -1,0 +1,221 @@
+"""The frontier mode of benchmarks/cloak.py (issue 16 items 2 and 3) and the transfer techniques.
+
+* the CIEDE2000-bounded baseline's projection (``clip_ciede2000``) and the methods' budget scaling;
+* the transfer options of :class:`CloakConfig` (input diversity, model dropout): shapes, the
+  identity when off, and that each reaches the optimiser;
+* ``cloak.py --frontier`` on one LFW tuning person, every method at two scales, refine 0 and 1,
+  with the leave-one-out rows, then ``--resume`` and ``--report`` (table, JSON, PNG); ``--set``
+  reaches enrollment; the acceptance split (people 0-99) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, shared_path
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import cloak  # noqa: E402
+import cloak_frontier as fr  # noqa: E402
+from _common import RESULTS  # noqa: E402
+from faceprot.attack import ConvDropout, resize_pad  # noqa: E402
+from faceprot.cloak.enroll import PRESETS  # noqa: E402
+from faceprot.cloak.optimizer import CloakConfig, UniversalCloak  # noqa: E402
+from faceprot.io import load_image  # noqa: E402
+from faceprot.visibility import ciede2000  # noqa: E402
+from tiny_models import tiny_conv_recognizer  # noqa: E402
+
+
+def test_ciede2000_clip_bounds_every_pixel_and_moves_only_those_over():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(30, 225, (40, 50, 3), dtype=np.uint8)
+    prot = np.clip(clean.astype(int) + rng.integers(-12, 13, clean.shape), 0, 255).astype(np.uint8)
+    bound = 2.0
+    before = ciede2000(clean, prot)
+    assert (before > bound).mean() > 0.3  # the test has pixels to move
+    out = fr.clip_ciede2000(clean, prot, bound)
+    assert out.dtype == np.uint8 and ciede2000(clean, out).max() <= bound
+    under = before <= bound
+    assert np.array_equal(out[under], prot[under])
+    # moved back along each pixel's own change, never past the clean value
+    c, p, o = (a.astype(int)[~under] for a in (clean, prot, out))
+    assert np.all(np.abs(o - c) <= np.abs(p - c)) and np.all((o - c) * (p - c) >= 0)
+    assert (o != c).any()  # not simply reset: most keep part of their change
+
+
+def test_method_settings_scale_the_budgets():
+    kw, bound = fr.method_settings("v1", 0.5)
+    assert bound is None and kw["preset"] == "paper"
+    assert (kw["eps"], kw["eps_high"], kw["alpha"]) == pytest.approx(
+        (PRESETS["paper"]["eps"] / 2, PRESETS["paper"]["eps_high"] / 2, PRESETS["paper"]["alpha"] / 2))
+    kw2, bound2 = fr.method_settings("de2000", 0.5)
+    assert kw2 == kw and bound2 == pytest.approx(fr.DE_BOUND / 2)
+    v2, _ = fr.method_settings("v2", 1.5)
+    assert v2["budget"] == "perceptual" and v2["luma_texture"] == pytest.approx(15 / 255)
+    assert v2["eye_chroma"] == pytest.approx(0.75 / 255) and "chroma_ratio" not in v2
+    with pytest.raises(ValueError):
+        fr.method_settings("v3", 1)
+
+
+def test_compare_at_interpolates_each_frontier_at_equal_face_psnr():
+    def pt(scale, psnr, psr):
+        return {"method": "v2", "scale": scale, "setting": "both", "refine": 10, "psnr_face": psnr,
+                "top1": {"dlib-cpp": {"psr": psr}}}
+
+    (row,) = fr.compare_at([pt(1.5, 32.0, 0.8), pt(0.5, 38.0, 0.2), pt(1.0, 35.0, 0.5)], at=(34.0, 36.5, 39.0))
+    assert (row["method"], row["evaluator"]) == ("v2", "dlib-cpp")
+    assert row["34"] == pytest.approx(0.6) and row["36.5"] == pytest.approx(0.35)
+    assert row["39"] is None  # outside the PSNRs measured: no extrapolation
+
+
+def test_resize_pad_is_the_identity_when_off_and_a_shrunk_padded_copy_when_on():
+    x = torch.rand(3, 3, 64, 64, requires_grad=True)
+    assert resize_pad(x, 0.0, 0.9, torch.Generator().manual_seed(0)) is x
+    out = resize_pad(x, 1.0, 0.5, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert torch.equal(out, resize_pad(x, 1.0, 0.5, torch.Generator().manual_seed(0)))
+    for k in range(3):  # every sample was shrunk: whole zero rows or columns of padding
+        zero_rows = (out[k].abs().sum(dim=(0, 2)) == 0).sum() + (out[k].abs().sum(dim=(0, 1)) == 0).sum()
+        assert zero_rows > 0
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_conv_dropout_thins_conv_outputs_only_inside_its_context():
+    net = tiny_conv_recognizer()
+    x = torch.rand(2, 3, 256, 256)
+    clean = net(x)
+    with ConvDropout([net], 0.3, torch.Generator().manual_seed(0)) as n:
+        assert n == 1
+        a, b = net(x), net(x)
+    assert not torch.allclose(a, clean) and not torch.allclose(a, b)  # a fresh mask per pass
+    assert torch.equal(net(x), clean)  # hooks gone
+    with ConvDropout([net], 0.0, torch.Generator()) as n:
+        assert n == 0
+    with ConvDropout([torch.nn.Linear(2, 2)], 0.3, torch.Generator()) as n:
+        assert n == 0  # no conv modules (MobileFaceNet's ONNX graph): untouched
+
+
+def test_transfer_options_are_off_by_default_and_reach_the_optimiser():
+    cfg = CloakConfig()
+    assert cfg.input_diversity == 0 and cfg.model_dropout == 0
+    net = tiny_conv_recognizer()
+    views = torch.rand(2, 3, 256, 256)
+    budget = torch.full((1, 256, 256), 8 / 255)
+    person = {"tiny": net(views).mean(0).detach()}
+
+    def mask(**kw):
+        c = CloakConfig(iterations=3, use_attention=False, use_eot=False, **kw)
+        return UniversalCloak([net], c)(views, budget, None, person).delta
+
+    base = mask()
+    assert torch.equal(base, mask(input_diversity=0.0, model_dropout=0.0))
+    assert not torch.equal(base, mask(input_diversity=1.0))
+    assert not torch.equal(base, mask(model_dropout=0.2))
+
+
+# --- the frontier mode on a real tuning person ---------------------------------------------------
+
+
+def _fresh(run: str):
+    out = RESULTS / "cloak" / run
+    assert run.startswith("smoke-")
+    shutil.rmtree(out, ignore_errors=True)
+    return out
+
+
+@pytest.mark.slow
+def test_frontier_mode_runs_resumes_and_reports(capsys, faceprot_threads):
+    faces = shared_path("assets", "faces", "lfw")
+    out = _fresh("smoke-frontier")
+    argv = ["--faces", str(faces), "--frontier", "--people", "1", "--scales", "0.5,1", "--refines", "0,1",
+            "--leave-one-out", "--set", "iterations=1", "n_views=1", "--run", "smoke-frontier"]
+    assert cloak.main(argv) == 0
+    f = out / "frontier-1-of-1.json"
+    d = json.loads(f.read_text())
+    (rec,) = d["people"]
+    manifest = json.loads((faces / "manifest.json").read_text())
+    assert rec["identity"] == list(dict.fromkeys(e["identity"] for e in manifest))[100]  # the first tuning person
+    assert "LFW #100-100" in d["meta"]["people_range"] and d["meta"]["overrides"] == {"iterations": 1, "n_views": 1}
+    keys = {(e["method"], e["scale"], e["setting"], e["refine"]) for e in rec["frontier"]}
+    assert keys == {(m, s, k, r) for m in fr.METHODS for s in (0.5, 1.0)
+                    for k in ("both", "dlib-resnet", "mobilefacenet") for r in (0, 1)}
+    for e in rec["frontier"]:
+        assert [r["probe"] for r in e["rows"]] == rec["probes"] and rec["probes"]
+        for r in e["rows"]:
+            assert set(r["scores"]) == set(fr.scored_by(e["setting"]))
+            assert set(r["vis"]) == set(fr.VIS_KEYS) and 25 < r["vis"]["psnr_face"] < 70
+        if e["setting"] == "dlib-resnet":
+            assert list(e["rows"][0]["scores"]) == ["mobilefacenet"]
+        if e["setting"] == "mobilefacenet":
+            assert list(e["rows"][0]["scores"]) == ["dlib-cpp"]
+    # the baseline's bound holds on the saved photo, pixel by pixel
+    clean = {Path(p).stem: load_image(faces / p).rgb for p in rec["probes"]}
+    slug = rec["identity"].replace("/", "_")
+    for s in (0.5, 1.0):
+        pngs = sorted((out / "images" / slug).glob(f"de2000-{s:g}-both-r1__*.png"))
+        assert len(pngs) == len(rec["probes"])
+        for png in pngs:
+            assert ciede2000(clean[png.stem.split("__")[1]], load_image(png).rgb).max() <= fr.DE_BOUND * s
+    # a bigger budget is more visible
+    by = {(e["method"], e["scale"], e["setting"], e["refine"]): e["rows"] for e in rec["frontier"]}
+    for m in fr.METHODS:
+        assert np.mean([r["vis"]["psnr_face"] for r in by[(m, 1.0, "both", 0)]]) < \
+            np.mean([r["vis"]["psnr_face"] for r in by[(m, 0.5, "both", 0)]])
+    printed = capsys.readouterr().out
+    assert "| v2 | 1 | both |" in printed and "| de2000 | 0.5 | mobilefacenet |" in printed
+
+    # --resume: nothing left to do, the shard is not rewritten
+    before = (f.stat().st_mtime_ns, f.read_bytes())
+    t = time.perf_counter()
+    assert cloak.main(argv + ["--resume"]) == 0
+    assert time.perf_counter() - t < 20 and (f.stat().st_mtime_ns, f.read_bytes()) == before
+
+    # --report: the merged table, its JSON and the plot, freshly written
+    started = time.time()
+    capsys.readouterr()
+    assert cloak.main(["--frontier", "--report", "--run", "smoke-frontier"]) == 0
+    for name in ("frontier.md", "frontier.json", "frontier.png"):
+        assert (out / name).stat().st_mtime >= started - 1, name
+    s = json.loads((out / "frontier.json").read_text())["summary"]
+    assert s["people"] == 1 and len(s["points"]) == len(keys)
+    pt = next(p for p in s["points"] if (p["method"], p["scale"], p["setting"], p["refine"]) == ("v2", 1.0, "both", 1))
+    rows = by[("v2", 1.0, "both", 1)]
+    assert pt["psnr_face"] == pytest.approx(np.mean([r["vis"]["psnr_face"] for r in rows]))
+    found = [r["scores"]["dlib-cpp"]["top1"] for r in rows if r["scores"]["dlib-cpp"]["found"]]
+    assert pt["top1"]["dlib-cpp"]["psr"] == pytest.approx(np.mean(found))
+    assert {c["evaluator"] for c in s["compare"] if c["setting"] == "dlib-resnet"} == {"mobilefacenet"}
+    assert capsys.readouterr().out == (out / "frontier.md").read_text() + "\n"
+    png = load_image(out / "frontier.png").rgb
+    assert png.shape[0] > 400 and png.std() > 10  # a drawn figure, not a blank one
+
+    # --set reaches enrollment: heavy dropout on dlib-resnet makes another mask
+    argv2 = ["--faces", str(faces), "--frontier", "--people", "1", "--methods", "v2", "--scales", "1", "--refines", "0",
+             "--settings", "dlib-resnet", "--set", "iterations=1", "n_views=1", "model_dropout=0.5",
+             "--run", "smoke-frontier-set"]
+    _fresh("smoke-frontier-set")
+    assert cloak.main(argv2) == 0
+    (rec2,) = json.loads((RESULTS / "cloak" / "smoke-frontier-set" / "frontier-1-of-1.json").read_text())["people"]
+    assert [r["vis"] for r in rec2["frontier"][0]["rows"]] != [r["vis"] for r in by[("v2", 1.0, "dlib-resnet", 0)]]
+
+
+def test_frontier_refuses_the_acceptance_split(monkeypatch):
+    faces = shared_path("assets", "faces", "lfw")
+
+    def never(p, *a, **k):  # should the refusal break, still run nothing on an acceptance person
+        raise AssertionError(f"the frontier ran on {p['identity']}")
+
+    monkeypatch.setattr(cloak, "run_frontier", never)
+    _fresh("smoke-never")
+    for start in ("0", "99"):
+        with pytest.raises(SystemExit):
+            cloak.main(["--faces", str(faces), "--frontier", "--start", start, "--people", "1", "--run", "smoke-never"])
+    assert not (RESULTS / "cloak" / "smoke-never").exists()  # refused before anything was written
