@@ -31,7 +31,8 @@ import numpy as np
 
 from ..attack import YCBCR_FROM_RGB
 from ..canonical import CANONICAL_SIZE
-from .focus import EYE_LEFT, EYE_RIGHT, face_hull
+from ..visibility import eye_region
+from .focus import face_hull
 
 #: the space the perturbation and the budget live in (a :class:`faceprot.attack.BudgetSpace` name)
 SPACE = "ycbcr"
@@ -80,14 +81,9 @@ class PerceptualBudget:
         return np.clip(std / max(ref, 1e-6), 0, 1).astype(np.float32)
 
     def eyes(self, landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
-        """(size, size) bool: the two eye polygons of the 68 canonical points, dilated."""
-        m = np.zeros((size, size), np.uint8)
-        for idx in (EYE_LEFT, EYE_RIGHT):
-            cv2.fillPoly(m, [np.round(np.asarray(landmarks)[idx] * 16).astype(np.int32)], 1, shift=4)
-        if self.eye_dilate > 0:
-            r = int(self.eye_dilate)
-            m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        return m.astype(bool)
+        """(size, size) bool: the two eye polygons of the 68 canonical points, dilated (the same
+        region :func:`faceprot.visibility.eye_region` measures, here in canonical pixels)."""
+        return eye_region((size, size), landmarks, int(self.eye_dilate))
 
     def __call__(self, canonical_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(3, S, S) float32 budget for Y, Cb, Cr, in [0, 1] units.
