@@ -131,14 +131,15 @@ def same_face(rgb: np.ndarray, face, min_iou: float = 0.3):
 
 
 def expression_readings(clean_rgb: np.ndarray, output_rgb: np.ndarray, emotion: str,
-                        clean_face=None) -> list[ExpressionReading]:
+                        clean_face=None, output_face=None) -> list[ExpressionReading]:
     """The expression of a face in the clean and the output photo, read three ways: the
     objective's classifier, the held-out one (where installed) and the landmark measure (where it
     has a rule for the emotion). The face is ``clean_face`` (default: the clean photo's largest),
-    found again in the output where it overlaps it (:func:`same_face`)."""
+    found again in the output where it overlaps it (:func:`same_face`), unless ``output_face`` is
+    that face found already."""
     face0 = clean_face or find_faces(clean_rgb)[0]
     clean = align(clean_rgb, face0.transform)
-    face1 = same_face(output_rgb, face0)
+    face1 = output_face or same_face(output_rgb, face0)
     out = align(output_rgb, face1.transform) if face1 is not None else None
     readings = [_classifier_reading("expression", "white-box (in the objective)", clean, out, emotion)]
     if expression_model_available("expression-heldout")[0]:
@@ -193,7 +194,7 @@ def score_disguise(result: DisguiseResult, clean_rgb: np.ndarray, target=None) -
         tgt = target_scores(out, scoring_target(target), result.surrogates, found)
         if found is None:  # not the largest face's: the disguised face was not found at all
             tgt = [Score(t.evaluator, t.metric, None, t.threshold, None, t.role, t.note) for t in tgt]
-    return DisguiseScores(self_scores, tgt, expression_readings(clean_rgb, out, result.emotion, face))
+    return DisguiseScores(self_scores, tgt, expression_readings(clean_rgb, out, result.emotion, face, found))
 
 
 # ------------------------------------------------------------------------------------ pictures
