@@ -31,6 +31,7 @@ PSNR and CIEDE2000 per method and budget scale, issue 16; on LFW it runs on the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -55,11 +56,13 @@ from cloak_tuning import _pairs
 from faceprot.canonical import region_mask
 from faceprot.cloak.apply import apply_mask
 from faceprot.cloak.enroll import enroll
+from faceprot.cloak.perceptual import PerceptualBudget
 from faceprot.datasets import load_faceset
 from faceprot.errors import NoFaceError
 from faceprot.faces import find_faces
 from faceprot.io import load_image
 from faceprot.runtime import configure_threads
+from faceprot.visibility import visibility
 
 
 def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
@@ -81,7 +84,8 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
                 continue
             prot = protect(clean, face)
             prot = save_and_reread(prot, img_dir / slug / f"{method}__{Path(entries[i]['file']).stem}.png")
-            row = {"probe": entries[i]["file"], "quality": quality(clean, prot, region_mask(clean.shape[:2], face.transform))}
+            row = {"probe": entries[i]["file"], "quality": quality(clean, prot, region_mask(clean.shape[:2], face.transform)),
+                   "vis": visibility(clean, prot, face)}
             for c in conditions:
                 row[c] = score_probe(degrade(prot, c), i, p["identity"], ids, gallery)
             rows.append(row)
@@ -93,10 +97,11 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
         en = enroll(selfie, preset=preset, seed=args.seed, surrogates=SETTINGS[setting])
         rec["times"][f"enroll/{preset}/{setting}"] = time.perf_counter() - t
         masks[(preset, setting)] = en
-        evaluate(f"{preset}/{setting}", lambda rgb, f, m=en.mask: apply_mask(rgb, m).picture.rgb)
+        evaluate(f"{preset}/{setting}", lambda rgb, f, m=en.mask: apply_mask(rgb, m, faces=[f], refine=args.refine,
+                                                                          seed=args.seed).picture.rgb)
 
     main = masks.get(("medium", "both")) or next(iter(masks.values()))
-    evaluate("baseline-noise", lambda rgb, f: noise_baseline(rgb, f, main.mask.budget, rng))
+    evaluate("baseline-noise", lambda rgb, f: noise_baseline(rgb, f, main.mask.budget, rng, main.mask.space()))
     if not args.quick:
         views = list(main.views.pictures()[1:])  # canonical views stand in as photos of the person
         rc = ReleasedCodeCloak(SETTINGS["both"], seed=args.seed).enroll(selfie, views)
@@ -109,13 +114,21 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
 
 
 
+def _level(v):
+    """A budget given as "N/255" (levels) or as a number in [0, 1] units."""
+    if isinstance(v, str) and v.endswith("/255"):
+        return float(v[:-4]) / 255
+    return v
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
     ap.add_argument("--people", type=int, default=100, help="people to enroll (0 = all with >= 2 photos)")
     ap.add_argument("--start", type=int, default=None,
                     help=f"skip this many people first (a held-out slice; default 0, {TUNING_START} with --frontier)")
-    ap.add_argument("--quick", action="store_true", help="CI mode: 20 people, medium ensemble + noise baseline, asserts")
+    ap.add_argument("--quick", action="store_true", help="CI mode: 20 LFW people from #100, medium and high (both "
+                    "surrogates) + noise baseline, asserts the bar")
     ap.add_argument("--sweep-people", type=int, default=30)
     ap.add_argument("--no-sweeps", action="store_true")
     ap.add_argument("--sweeps-only", action="store_true",
@@ -125,6 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="merge all shards of the run and write the report")
     ap.add_argument("--run", default=None, help="run name (default from the faces folder and mode)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refine", type=int, default=10,
+                    help="per-photo refinement steps when a mask is applied (default 10: as the app's Apply tab "
+                         "and the CLI apply; 0 = the universal mask alone)")
     ap.add_argument("--reuse-only", action="store_true",
                     help="only the mask-reuse study (medium, both surrogates), per person (shardable, resumable)")
     ap.add_argument("--reuse-settings", default=",".join(REUSE_SETTINGS),
@@ -141,6 +157,8 @@ def main(argv=None) -> int:
                     + "; ".join(f"{k} only scored on {', '.join(v)}" for k, v in LEAVE_ONE_OUT.items()))
     fr.add_argument("--set", nargs="*", default=[], help="enroll / CloakConfig overrides for every frontier "
                     "enrollment, key=value (a transfer technique: input_diversity=0.5, model_dropout=0.1, ...)")
+    fr.add_argument("--v2", nargs="*", default=[], help="v2's perceptual budget at scale 1, key=value in place of "
+                    "its defaults (budgets in [0, 1] units or as N/255; the budgets are scaled by each scale)")
     fr.add_argument("--acceptance", action="store_true", help="allow LFW people 0-99 (issue 16's acceptance split)")
     args = ap.parse_args(argv)
     if args.frontier:
@@ -151,6 +169,10 @@ def main(argv=None) -> int:
         if args.leave_one_out:
             args.settings += [k for k in LEAVE_ONE_OUT if k not in args.settings]
         args.overrides = _pairs(args.set)
+        args.v2 = {k: _level(v) for k, v in _pairs(args.v2).items()}
+        unknown = set(args.v2) - {f.name for f in dataclasses.fields(PerceptualBudget)}
+        if unknown:
+            ap.error(f"--v2: {', '.join(sorted(unknown))} not a PerceptualBudget field")
         for m in args.methods:
             if m not in METHODS:
                 ap.error(f"--methods: {m!r} is not one of {', '.join(METHODS)}")
@@ -171,7 +193,9 @@ def main(argv=None) -> int:
     if args.quick:
         args.people = 20
         args.no_sweeps = True
-    args.variants = [("medium", "both")] if args.quick else [
+        if Path(args.faces).name == "lfw" and not args.start:
+            args.start = TUNING_START  # the acceptance split (people 0-99) is not looked at before its run
+    args.variants = [("medium", "both"), ("high", "both")] if args.quick else [
         ("medium", "both"), ("medium", "dlib-resnet"), ("medium", "mobilefacenet"), ("high", "both")]
     faces = Path(args.faces)
     mode = 'quick' if args.quick else 'reuse' if args.reuse_only else 'frontier' if args.frontier else 'full'
@@ -183,6 +207,8 @@ def main(argv=None) -> int:
             "command": " ".join(["python", "benchmarks/cloak.py"] + (argv or sys.argv[1:]))}
     threads = configure_threads()
     meta["machine"] = f"{platform.node()}, {threads} torch thread(s)"
+    if not args.frontier and not args.report:
+        meta.update(commit=git_commit(), apply_refine=args.refine)
 
     if args.report and args.frontier:
         return frontier_report(out, meta)
@@ -220,7 +246,7 @@ def main(argv=None) -> int:
         meta.update(commit=git_commit(), people_range=f"LFW #{rank[0]}-{rank[-1]} in the manifest's identity order, "
                     f"{len(mine)} people" if rank else "none",
                     methods=args.methods, scales=args.scales, refines=args.refines, settings=args.settings,
-                    overrides=args.overrides)
+                    overrides=args.overrides, v2=args.v2)
         if Path(args.faces).name == "lfw" and not args.acceptance:
             assert all(ident.index(p["identity"]) >= TUNING_START for p in mine), "an acceptance person in a tuning run"
     if args.sweeps_only:

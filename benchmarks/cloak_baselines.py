@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from faceprot.attack import BudgetSpace
 from faceprot.canonical import CANONICAL_SIZE, paste_back
 from faceprot.cloak.apply import apply_mask
 from faceprot.cloak.enroll import PRESETS, enroll
@@ -22,10 +23,13 @@ from faceprot.faces import find_faces
 from faceprot.recognizers import load_surrogate
 
 
-def noise_baseline(rgb: np.ndarray, face, budget: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(a) uniform random noise with the mask's per-pixel budget."""
-    d = rng.uniform(-1, 1, (CANONICAL_SIZE, CANONICAL_SIZE, 3)) * budget[0][..., None]
-    return paste_back(rgb, face.transform, d.transpose(2, 0, 1))
+def noise_baseline(rgb: np.ndarray, face, budget: np.ndarray, rng: np.random.Generator,
+                   space: BudgetSpace | None = None) -> np.ndarray:
+    """(a) uniform random noise with the mask's per-pixel budget, in the budget's own space: each
+    RGB channel within a (1, S, S) box, or Y, Cb and Cr each within its plane of a (3, S, S) one."""
+    u = rng.uniform(-1, 1, (3, CANONICAL_SIZE, CANONICAL_SIZE)) * budget
+    d = (space or BudgetSpace("rgb")).to_rgb(torch.from_numpy(u.astype(np.float32))).numpy()
+    return paste_back(rgb, face.transform, d)
 
 
 class ReleasedCodeCloak:

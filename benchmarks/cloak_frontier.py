@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloak_protocol import EVALUATORS, SETTINGS, _embed, save_and_reread, score_embedding
+from cloak_protocol import EVALUATORS, SETTINGS, _embed, degrade, save_and_reread, score_embedding
 from faceprot.cloak.apply import apply_mask
 from faceprot.cloak.enroll import PRESETS, enroll
 from faceprot.cloak.perceptual import PerceptualBudget
@@ -57,12 +57,17 @@ LEAVE_ONE_OUT = {"dlib-resnet": ["mobilefacenet"], "mobilefacenet": ["dlib-cpp"]
 DE_BOUND = 3.0
 #: the face PSNRs (dB) at which the report interpolates each frontier (issue 16: two values in 32-38)
 COMPARE_AT = (34.0, 36.0)
+#: v2's budgets, scaled by the frontier's scale (the other PerceptualBudget fields are not)
+V2_SCALED = ("luma_flat", "luma_texture", "eye_luma", "eye_chroma")
 #: people 0-99 of LFW are issue 16's acceptance split; the frontier is tuned on 100-199
 TUNING_START = 100
 
 
-def method_settings(method: str, scale: float) -> tuple[dict, float | None]:
-    """(enroll keyword arguments, CIEDE2000 bound or None) of one method at one budget scale."""
+def method_settings(method: str, scale: float, v2: dict | None = None) -> tuple[dict, float | None]:
+    """(enroll keyword arguments, CIEDE2000 bound or None) of one method at one budget scale.
+
+    ``v2``: :class:`PerceptualBudget` fields of v2 at scale 1 in place of its defaults (the budgets
+    among them are scaled by ``scale`` like the defaults; a tuning variant)."""
     box = PRESETS["paper"]
     v1 = dict(preset="paper", eps=box["eps"] * scale, eps_high=box["eps_high"] * scale, alpha=box["alpha"] * scale)
     if method == "v1":
@@ -70,8 +75,9 @@ def method_settings(method: str, scale: float) -> tuple[dict, float | None]:
     if method == "de2000":
         return v1, DE_BOUND * scale
     if method == "v2":
-        b = PerceptualBudget()
-        return dict(preset="medium", budget="perceptual", luma_flat=b.luma_flat * scale,
+        b = PerceptualBudget(**(v2 or {}))
+        rest = {k: v for k, v in (v2 or {}).items() if k not in V2_SCALED}
+        return dict(preset="medium", budget="perceptual", **rest, luma_flat=b.luma_flat * scale,
                     luma_texture=b.luma_texture * scale, eye_luma=b.eye_luma * scale,
                     eye_chroma=b.eye_chroma * scale), None
     raise ValueError(f"unknown frontier method {method!r}; choose from {', '.join(METHODS)}")
@@ -136,12 +142,13 @@ def run_frontier(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
     applied: dict[tuple, np.ndarray] = {}
     for method in args.methods:
         for scale in args.scales:
-            kw, bound = method_settings(method, scale)
+            kw, bound = method_settings(method, scale, getattr(args, "v2", None))
             for setting in args.settings:
                 key = repr((sorted(kw.items()), setting))
                 if key not in masks:
                     t = time.perf_counter()
-                    masks[key] = (enroll(selfie, seed=args.seed, surrogates=SETTINGS[setting], **kw, **args.overrides).mask,
+                    masks[key] = (enroll(selfie, seed=args.seed, surrogates=SETTINGS[setting],
+                                         **{**kw, **args.overrides}).mask,
                                   time.perf_counter() - t)
                 mask, seconds = masks[key]
                 for refine in args.refines:
@@ -155,8 +162,11 @@ def run_frontier(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
                             prot = clip_ciede2000(clean, prot, bound)
                         name = f"{method}-{scale:g}-{setting}-r{refine}__{Path(entries[i]['file']).stem}.png"
                         prot = save_and_reread(prot, img_dir / slug / name)
+                        jpeg = degrade(prot, "jpeg75")
                         rows.append({"probe": entries[i]["file"], "vis": visibility(clean, prot, face),
                                      "scores": {ev: score_embedding(ev, _embed(ev, prot), i, p["identity"], ids, gallery)
+                                                for ev in scored_by(setting)},
+                                     "jpeg75": {ev: score_embedding(ev, _embed(ev, jpeg), i, p["identity"], ids, gallery)
                                                 for ev in scored_by(setting)}})
                     rec["frontier"].append({"method": method, "scale": scale, "setting": setting, "refine": refine,
                                             "enroll_s": seconds, "rows": rows})
@@ -189,6 +199,9 @@ def summarise_frontier(records: list[dict]) -> dict:
             found = [row["scores"][ev]["top1"] for row in rows if row["scores"][ev]["found"]]
             pt["top1"][ev] = {"psr": float(np.mean(found)) if found else None, "found": len(found),
                               "noface": 1 - len(found) / len(rows)}
+            jp = [row["jpeg75"][ev]["top1"] for row in rows if "jpeg75" in row and row["jpeg75"][ev]["found"]]
+            if jp:  # runs before the JPEG column have none
+                pt.setdefault("top1_jpeg75", {})[ev] = float(np.mean(jp))
         points.append(pt)
     people = {r["identity"] for r in records if "frontier" in r}
     return {"people": len(people), "points": points, "compare": compare_at(points)}
@@ -235,6 +248,13 @@ def frontier_markdown(s: dict, meta: dict) -> str:
                          f"{pt['ssim_face']:.3f} | {pt['de_face_mean']:.2f} / {pt['de_face_p95']:.2f} | "
                          f"{pt['de_eye_mean']:.2f} / {pt['de_eye_p95']:.2f} | " + " | ".join(psr) + " |")
         lines.append("")
+        jp = [q for q in s["points"] if q["refine"] == refine and q.get("top1_jpeg75")]
+        if jp:
+            lines += ["After a JPEG q75 re-save of those outputs, top-1 PSR (%):", "",
+                      "| method | scale | surrogates | " + " | ".join(EVALUATORS) + " |", "|" + "---|" * (3 + len(EVALUATORS))]
+            lines += [f"| {q['method']} | {q['scale']:g} | {q['setting']} | "
+                      + " | ".join(_pct(q["top1_jpeg75"].get(ev)) for ev in EVALUATORS) + " |" for q in jp]
+            lines.append("")
     if s["compare"]:
         cols = [k for k in s["compare"][0] if k not in ("method", "setting", "refine", "evaluator")]
         lines += ["## Top-1 PSR (%) interpolated along each frontier at equal face PSNR", "",

@@ -1,8 +1,8 @@
 """Close-ups of what each cloak strength looks like, for the app's strength help.
 
-Enrolls from one photo at every strength preset (seed 0, as the app does by default), applies the
-mask to that photo as the Protect tab does, and saves the same square around the eyes and nose at
-100% (photo pixels, no resampling): ``original.png`` and ``<strength>.png``.
+Enrolls from one photo at every strength preset, ``paper`` included (seed 0, as the app does by
+default), applies the mask to that photo as the Protect tab does, and saves the same square around
+the eyes and nose at 100% (photo pixels, no resampling): ``original.png`` and ``<strength>.png``.
 
     python benchmarks/strength_closeups.py                       # examples/strengths/ from the example selfie
     python benchmarks/strength_closeups.py --photo me.jpg --out /tmp/looks
@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceprot.cloak import STRENGTHS, apply_mask, enroll  # noqa: E402
+from faceprot.cloak import PRESETS, apply_mask, enroll  # noqa: E402
 from faceprot.io import encode_png  # noqa: E402
 from faceprot.protect import locate  # noqa: E402
 from faceprot.runtime import configure_threads  # noqa: E402
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         print(f"{out / name}.png  ({x1 - x0}x{y1 - y0} px at 100%)")
 
     save("original", located.picture.rgb)
-    for preset in STRENGTHS:
+    for preset in PRESETS:
         mask = enroll(located.picture, face=face, preset=preset, seed=args.seed).mask
         save(preset, apply_mask(located, mask).picture.rgb)
     return 0

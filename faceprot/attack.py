@@ -159,6 +159,48 @@ def resize_pad(x: torch.Tensor, prob: float, min_scale: float, generator: torch.
     return torch.cat(out)
 
 
+class FeatureDisruption:
+    """An intermediate-feature loss for transfer (Feature Disruptive Attack, Ganeshan et al. 2019):
+    while the context is open, the output f (B, C, H, W) of the middle residual unit of each model
+    that has ``units`` (dlib-resnet's PyTorch port; not MobileFaceNet's ONNX graph) is kept, and
+    :meth:`loss` gives per sample log ||f where f > its channel mean|| - log ||f where below||:
+    lowering it suppresses the features that fire and lifts those that do not, a change other
+    networks' features tend to share. Needs no clean reference, so the views' random chain is free.
+    """
+
+    def __init__(self, models: list, enabled: bool = True):
+        self.models, self.enabled, self.handles, self.kept = list(models), enabled, [], []
+
+    def _hook(self, module, inputs, out):
+        self.kept.append(out)
+
+    def __enter__(self) -> "FeatureDisruption":
+        if self.enabled:
+            for m in self.models:
+                units = next((mod.units for mod in m.modules() if hasattr(mod, "units")), None)
+                if units is not None and len(units):
+                    self.handles.append(units[len(units) // 2].register_forward_hook(self._hook))
+        return self
+
+    def loss(self) -> torch.Tensor | None:
+        """(B,) the FDA term summed over the hooked features of the last forward pass, or None."""
+        if not self.kept:
+            return None
+        total = 0
+        for f in self.kept:
+            mean = f.mean(dim=1, keepdim=True)
+            hi = (f * (f > mean)).flatten(1).norm(dim=1)
+            lo = (f * (f <= mean)).flatten(1).norm(dim=1)
+            total = total + torch.log(hi + 1e-6) - torch.log(lo + 1e-6)
+        self.kept = []
+        return total
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles, self.kept = [], []
+
+
 class ConvDropout:
     """Model augmentation (Ghost Networks' dropout erosion, Li et al. 2020): while the context is
     open, every ``nn.Conv2d`` output of the given models is multiplied by a fresh Bernoulli mask

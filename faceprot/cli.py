@@ -245,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("enroll", help="make a personal mask from one selfie")
     e.add_argument("selfie", help="a photo of you (the largest face is used)")
     e.add_argument("-o", "--output", help="mask file to write (default: <selfie name>.faceprot)")
-    e.add_argument("--strength", choices=["low", "medium", "high"], default="medium",
-                   help="stronger protection is more visible (default: medium, the paper's setting)")
+    e.add_argument("--strength", choices=["low", "medium", "high", "paper"], default="medium",
+                   help="stronger protection is more visible (default: medium). low, medium and high change "
+                        "mostly brightness, little colour and almost nothing in the eyes; paper is the "
+                        "published method's setting (an RGB box, plainly visible up close), for comparison")
     e.add_argument("--seed", type=int, default=0, help="same selfie + same seed = same mask (default 0)")
     e.add_argument("--generator", choices=["augment", "arc2face"], default="augment",
                    help="how to make varied views: augment (CPU) or arc2face (GPU, Hub weights)")

@@ -123,9 +123,18 @@ def mask_description(mask, views: int | None = None, seconds: float | None = Non
     made = "Mask made" + (f" in {seconds:.1f} s" if seconds is not None else "")
     views_part = (f" from {views} views of you ({mask.generator})" if views is not None
                   else f" ({mask.generator} views)")
-    return (f"{made}{views_part}; strength {mask.preset} (each pixel changes by at most "
-            f"{mask.eps * 255:.0f} of 255 levels, {mask.eps_high * 255:.0f} around the eyes, nose, mouth and "
-            f"edges), seed {mask.seed}; attacked: {', '.join(mask.surrogates)}.")
+    rule = mask.budget_rule()
+    if rule is None:  # cloak v1: the paper's RGB box
+        budget = (f"each pixel changes by at most {mask.eps * 255:.0f} of 255 levels, "
+                  f"{mask.eps_high * 255:.0f} around the eyes, nose, mouth and edges")
+    else:
+        budget = (f"each pixel's brightness changes by at most {rule.luma_flat * 255:.2g} of 255 levels on "
+                  f"smooth skin, up to {rule.luma_texture * 255:.2g} in texture (hair, brows, skin grain) and "
+                  f"{rule.eye_luma * 255:.2g} in the eyes; its colour by a fifth of that or less")
+        if abs(rule.chroma_ratio - 0.2) > 1e-9:
+            budget = budget.replace("a fifth of that", f"{rule.chroma_ratio:.2g} of that")
+    return (f"{made}{views_part}; strength {mask.preset} ({budget}), seed {mask.seed}; "
+            f"attacked: {', '.join(mask.surrogates)}.")
 
 
 IDENTITY_STORED = "The mask file stores your face embedding (you opted in): keep it private."
@@ -175,13 +184,15 @@ def _shares_weights(s: Score) -> bool:
     return "same network weights" in s.note
 
 
-def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False) -> str:
+def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False, strength: str | None = None) -> str:
     """One plain line above a protected photo's table: how many attacked and how many
     never-attacked recognizers still match the protected copy to the original.
 
     "Attacked" recognizers were surrogates when the mask was made (white-box); the others were
     never attacked (black-box). Where none of those is truly unseen (each shares its network with
-    a surrogate, as dlib-cpp does with dlib-resnet) the line says it is the best case.
+    a surrogate, as dlib-cpp does with dlib-resnet) the line says it is the best case. With the
+    cloak's ``strength`` given, low or medium, and an attacked recognizer still matching, it says
+    that *high* protects more.
     """
     attacked = [s for s in scores if s.role == "white-box"]
     never = [s for s in scores if s.role == "black-box"]
@@ -200,6 +211,9 @@ def match_verdict(scores: Sequence[Score], photo: str, *, selfie: bool = False) 
                   if shared else "") + " so this is the best case: no truly unseen recognizer was tested.")
     if selfie:
         line += " The selfie is the photo the mask was made from, so this is its easiest photo."
+    if strength in ("low", "medium") and hit(attacked):
+        line += (f" Strength {strength} is chosen to be hard to see, so it protects only some photos: "
+                 "*high* protects more, and is visible up close.")
     return line
 
 

@@ -75,7 +75,8 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     assert before.endswith(".png") and after.endswith(".png")
     a = np.asarray(Image.open(before).convert("RGB"))
     b = np.asarray(Image.open(after).convert("RGB"))
-    assert a.shape == b.shape and 0 < np.abs(a.astype(int) - b).max() <= 16 + 1  # medium: 16/255 at most
+    # medium: at most 5/255 brightness and a fifth of it in each colour plane (Y/Cb/Cr), so <= 7 in RGB
+    assert a.shape == b.shape and 0 < np.abs(a.astype(int) - b).max() <= 7 + 1
     # the close-up is exactly the changed part of the photo, cut from the same two images
     near_a, near_b = (np.asarray(Image.open(p).convert("RGB")) for p in closeup)
     changed = np.argwhere(np.any(a != b, axis=-1))
@@ -85,14 +86,17 @@ def test_protect_tab_makes_a_mask_maps_and_scores(client, photos_manifest, tmp_p
     assert np.abs(near_a.astype(int) - near_b).sum() == np.abs(a.astype(int) - b).sum()
     mask = PersonalMask.load(mask_file)
     assert mask.preset == "medium" and mask.seed == 4 and mask.identity is None
-    assert len(maps) == 4 and {m["caption"] for m in maps} >= {"stickers", "attention"}
+    assert mask.format_version == 2  # medium is the perceptual budget (cloak v2)
+    assert [m["caption"] for m in maps] == ["budget", "eyes (kept still)", "attention", "mask (amplified)"]
     rows = {r["evaluator"]: r for r in table}
     assert set(rows) == {"dlib-cpp", "dlib-resnet", "mobilefacenet"}
     assert rows["dlib-resnet"]["role"] == "white-box" and rows["dlib-cpp"]["role"] == "black-box"
     assert all(isinstance(r["score"], (int, float)) for r in rows.values())
-    # protection happened: the recognizers the mask attacked no longer match the selfie to its
-    # protected copy (the mask was optimised on this very photo's views)
-    assert rows["dlib-resnet"]["verdict"] == "no match" and rows["mobilefacenet"]["verdict"] == "no match", rows
+    # the mask moved the attacked recognizers' view of the selfie (medium is chosen to be hard to see,
+    # so it need not cross their thresholds: the verdict then says that high protects more)
+    assert rows["mobilefacenet"]["score"] < 0.97 and rows["dlib-resnet"]["score"] > 0.1, rows
+    still = [n for n in ("dlib-resnet", "mobilefacenet") if rows[n]["verdict"] == "match"]
+    assert ("*high* protects more" in verdict) == bool(still), (still, verdict)
     assert "strength medium" in summary and "attacked: dlib-resnet, mobilefacenet." in summary
     # the verdict line: the selfie against itself, attacked vs never-attacked, and the best case
     # (dlib-cpp, the one never attacked, shares dlib-resnet's network)

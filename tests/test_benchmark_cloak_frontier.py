@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import cloak  # noqa: E402
 import cloak_frontier as fr  # noqa: E402
 from _common import RESULTS  # noqa: E402
-from faceprot.attack import ConvDropout, resize_pad  # noqa: E402
+from faceprot.attack import ConvDropout, FeatureDisruption, resize_pad  # noqa: E402
 from faceprot.cloak.enroll import PRESETS  # noqa: E402
 from faceprot.cloak.optimizer import CloakConfig, UniversalCloak  # noqa: E402
 from faceprot.io import load_image  # noqa: E402
@@ -104,9 +104,46 @@ def test_conv_dropout_thins_conv_outputs_only_inside_its_context():
         assert n == 0  # no conv modules (MobileFaceNet's ONNX graph): untouched
 
 
+def test_feature_disruption_hooks_dlib_resnets_middle_unit_and_its_gradient_lowers_its_term():
+    from faceprot.recognizers import load_surrogate
+
+    dlib, mfn = load_surrogate("dlib-resnet"), load_surrogate("mobilefacenet")
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    with FeatureDisruption([dlib]) as fda:
+        assert len(fda.handles) == 1
+        dlib(x)
+        before = fda.loss()
+        assert before.shape == (2,) and fda.loss() is None  # read once per forward pass
+        (g,) = torch.autograd.grad(before.sum(), x)
+        y = (x - 0.02 * g.sign()).clamp(0, 1)
+        dlib(y)
+        assert (fda.loss() < before).all()  # following its gradient lowers the term
+    assert not fda.handles
+    with torch.no_grad():
+        dlib(x)  # hooks gone: nothing is kept
+    assert fda.kept == []
+    with FeatureDisruption([mfn]) as fda:  # the ONNX graph has no units: untouched
+        mfn(x)
+        assert not fda.handles and fda.loss() is None
+    with FeatureDisruption([dlib], enabled=False) as fda:
+        dlib(x)
+        assert fda.loss() is None
+    # CloakConfig.feature_weight reaches the optimiser
+    views = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    budget = torch.full((1, 256, 256), 8 / 255)
+    with torch.no_grad():
+        person = {"dlib-resnet": dlib(views).mean(0)}
+
+    def mask(w):
+        c = CloakConfig(iterations=2, use_attention=False, use_eot=False, view_warp_px=0, feature_weight=w)
+        return UniversalCloak([dlib], c)(views, budget, None, person).delta
+
+    assert torch.equal(mask(0.0), mask(0.0)) and not torch.equal(mask(0.0), mask(3.0))
+
+
 def test_transfer_options_are_off_by_default_and_reach_the_optimiser():
     cfg = CloakConfig()
-    assert cfg.input_diversity == 0 and cfg.model_dropout == 0
+    assert cfg.input_diversity == 0 and cfg.model_dropout == 0 and cfg.feature_weight == 0
     net = tiny_conv_recognizer()
     views = torch.rand(2, 3, 256, 256)
     budget = torch.full((1, 256, 256), 8 / 255)

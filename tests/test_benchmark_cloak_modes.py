@@ -81,9 +81,11 @@ def _check_person(rec: dict, planned: dict, sweeps: bool) -> None:
         assert [r["probe"] for r in rows] == rec["probes"], m
         for r in rows:
             conds = ("png",) if m == "reference-per-image" else ("png", "jpeg75", "half")
-            assert set(r) == {"probe", "quality", *conds}
+            assert set(r) == {"probe", "quality", "vis", *conds}
             for c in conds:
                 _check_verdicts(r[c])
+            v = r["vis"]  # CIEDE2000 over the face and the eye region, beside PSNR
+            assert 0 <= v["de_face_mean"] <= v["de_face_p95"] and 0 <= v["de_eye_mean"] <= v["de_eye_p95"], (m, v)
             q = r["quality"]
             assert 25 < q["psnr_face"] < 50 and 25 < q["psnr_photo"] < 60, (m, q)
             assert 0.5 < q["ssim_face"] <= 1 and 0.5 < q["ssim_photo"] <= 1, (m, q)

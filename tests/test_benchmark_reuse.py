@@ -19,7 +19,9 @@ from cloak_reuse import _canonical_delta, _corr  # noqa: E402
 
 def test_the_subtraction_attacks_undo_a_universal_mask(photos_manifest):
     obama = [e["path"] for e in photos_manifest if e["identity"] == "obama"]
-    mask = enroll(obama[0], seed=3, n_views=2, iterations=3).mask
+    # v1's box ("paper"), where the figures below were measured; the attack code is the same for
+    # every mask, but medium's small v2 budget leaves rounding as large a share as the check allows
+    mask = enroll(obama[0], preset="paper", seed=3, n_views=2, iterations=3).mask
     (c1, c2) = (load_image(p).rgb for p in obama[1:3])
     f1, f2 = find_faces(c1)[0], find_faces(c2)[0]
     p1, p2 = (apply_mask(c, mask).picture.rgb for c in (c1, c2))

@@ -175,10 +175,11 @@ def test_strength_closeups_writes_each_strength_at_full_resolution(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     shots = {n: np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")).astype(int)
-             for n in ("original", "low", "medium", "high")}
+             for n in ("original", "low", "medium", "high", "paper")}
     assert len({s.shape for s in shots.values()}) == 1
-    moved = [np.abs(shots[n] - shots["original"]).mean() for n in ("low", "medium", "high")]
+    moved = [np.abs(shots[n] - shots["original"]).mean() for n in ("low", "medium", "high", "paper")]
     assert 0 < moved[0] < moved[1] < moved[2], moved
+    assert moved[3] > moved[1], moved  # the paper's box changes the face more than medium
     # the committed close-ups are these (same code, same seed)
     for n, shot in shots.items():
         committed = np.asarray(Image.open(ROOT / "examples" / "strengths" / f"{n}.png").convert("RGB")).astype(int)

@@ -235,7 +235,7 @@ def test_the_page_opens_on_protect_with_its_intro_and_limits(page):
     page.get_by_text("No cloak is a guarantee").wait_for(state="visible", timeout=10_000)
     # the strength help shows each strength's look and links the measured figures
     page.get_by_text("How strong, and how visible?").first.click()
-    page.get_by_text("visible up close today").wait_for(state="visible", timeout=10_000)
+    page.get_by_text("is chosen to be hard to see").wait_for(state="visible", timeout=10_000)
     _screens(page, "open-limits-and-strengths")
     link = page.get_by_role("link", name="BENCHMARKS.md")
     got = page.request.get(page.evaluate("(a) => a.href", link.element_handle()))

@@ -33,7 +33,8 @@ def lfw_person(lfw_manifest):
 
 @pytest.fixture(scope="module")
 def perceptual(lfw_person):
-    return enroll(lfw_person[0], seed=2, n_views=2, iterations=3, budget="perceptual")
+    # high: the perceptual budget's own defaults (medium and low are the rule scaled down)
+    return enroll(lfw_person[0], preset="high", seed=2, n_views=2, iterations=3)
 
 
 def _check_budget_on_the_output(mask: PersonalMask, photo: str, refine: int) -> dict:
@@ -118,6 +119,27 @@ def test_budget_is_low_in_the_eyes_and_follows_texture(perceptual):
     assert np.mean([luma[y, x] for x, y in brows]) > luma[cheek[1] - 3:cheek[1] + 4, cheek[0] - 3:cheek[0] + 4].mean() + 2
 
 
+def test_absolute_detail_texture_calls_smooth_shading_flat_and_fine_detail_textured():
+    """texture_detail > 0: the texture is the local RMS of fine luminance detail over an absolute
+    level. A smooth ramp (shading) is flat under it, though the percentile rule calls much of it
+    texture; fine noise of that RMS is full texture; files without the field read as the old rule."""
+    s = 256
+    ramp = np.repeat(np.linspace(40, 220, s, dtype=np.float32)[None, :, None], s, 0).repeat(3, 2)
+    ramp[:, s // 2:] += 30 * np.sin(np.arange(s // 2, dtype=np.float32) / 6)[None, :, None]  # shading on one half
+    ramp = np.clip(ramp, 0, 255).astype(np.uint8)
+    face = np.ones((s, s), bool)
+    detail = PerceptualBudget(texture_detail=6 / 255)
+    t_abs, t_rel = detail.texture(ramp, face), PerceptualBudget().texture(ramp, face)
+    assert t_abs[8:-8, 8:-8].mean() < 0.08 and t_abs[8:-8, 8:-8].max() < 0.2 and t_rel[8:-8, s // 2 + 8:-8].mean() > 0.3
+    rng = np.random.default_rng(0)
+    noisy = np.clip(128 + rng.normal(0, 20, (s, s, 1)).repeat(3, 2), 0, 255).astype(np.uint8)
+    assert np.median(detail.texture(noisy, face)) == 1.0
+    # the rule's fields round-trip; a dict of a file made before the field gets the old rule
+    assert PerceptualBudget.from_dict(detail.to_dict()) == detail
+    old = {k: v for k, v in PerceptualBudget().to_dict().items() if k != "texture_detail"}
+    assert PerceptualBudget.from_dict(old) == PerceptualBudget() and PerceptualBudget().texture_detail == 0
+
+
 def test_perceptual_mask_file_round_trip_and_v1_files(perceptual, tmp_path):
     m = perceptual.mask
     assert m.format_version == 2 and m.budget.shape == (3, 256, 256) and m.space().name == "ycbcr"
@@ -142,9 +164,10 @@ def test_perceptual_mask_file_round_trip_and_v1_files(perceptual, tmp_path):
 
 
 def test_a_v1_mask_file_still_applies_exactly_as_before(photos_manifest):
-    """examples/obama-selfie.faceprot was saved by v1: it reads as the RGB box, is written back
-    as format 1, and applies as the v1 paste-back of its delta (refinement keeps its RGB box)."""
-    m = PersonalMask.load(ROOT / "examples" / "obama-selfie.faceprot")
+    """tests/data/obama-selfie-v1.faceprot was saved by v1 (the example mask until cloak v2): it
+    reads as the RGB box, is written back as format 1, and applies as the v1 paste-back of its
+    delta (refinement keeps its RGB box)."""
+    m = PersonalMask.load(ROOT / "tests" / "data" / "obama-selfie-v1.faceprot")
     assert m.perceptual is None and m.format_version == 1 and m.space().name == "rgb"
     assert m.budget.shape == (1, 256, 256) and m.metadata()["format_version"] == "1"
     assert "perceptual" not in m.metadata()
@@ -157,13 +180,21 @@ def test_a_v1_mask_file_still_applies_exactly_as_before(photos_manifest):
     assert (np.abs(refined - pic.rgb) <= bound + 1).all()
 
 
-def test_paper_preset_is_todays_medium_and_the_users_strengths_are_unchanged():
-    assert STRENGTHS == ("low", "medium", "high")
-    paper, medium = config_for("paper"), config_for("medium")
-    assert paper == medium and paper.budget == "box" and paper.perceptual_budget() is None
-    assert {k: PRESETS["medium"][k] for k in ("eps", "eps_high", "alpha", "iterations")} == \
-        {k: PRESETS["paper"][k] for k in ("eps", "eps_high", "alpha", "iterations")}
-    cfg = config_for("medium", budget="perceptual", luma_texture=12 / 255)
+def test_the_strengths_are_the_perceptual_budget_scaled_and_paper_is_v1s_box():
+    assert STRENGTHS == ("low", "medium", "high") and set(PRESETS) == {*STRENGTHS, "paper"}
+    paper = config_for("paper")
+    assert paper.budget == "box" and paper.perceptual_budget() is None
+    assert (paper.eps, paper.eps_high, paper.alpha, paper.iterations) == (8 / 255, 16 / 255, 2 / 255, 10)
+    # the perceptual budget's rule at 0.35x, 0.5x and 1x its defaults (high: the defaults)
+    assert config_for("high").perceptual_budget() == PerceptualBudget()
+    b = PerceptualBudget()
+    for name, s in (("low", 0.35), ("medium", 0.5), ("high", 1.0)):
+        cfg = config_for(name)
+        assert cfg.budget == "perceptual" and cfg.iterations == 10
+        assert cfg.perceptual_budget() == PerceptualBudget(
+            luma_flat=b.luma_flat * s, luma_texture=b.luma_texture * s, eye_luma=b.eye_luma * s,
+            eye_chroma=b.eye_chroma * s)
+    cfg = config_for("high", luma_texture=12 / 255)
     assert cfg.perceptual_budget() == PerceptualBudget(luma_texture=12 / 255)
     with pytest.raises(ValueError, match="budget must be"):
         config_for("medium", budget="lab")

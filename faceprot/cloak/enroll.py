@@ -26,14 +26,25 @@ from .optimizer import CloakConfig, UniversalCloak
 from .perceptual import PerceptualBudget
 from .views import Views, make_views
 
-#: Strength presets. "medium" is the paper's setting (FACTS.md section 6). Stronger protection is
-#: more visible: the app's strength help gives medium's and high's measured PSR and PSNR (BENCHMARKS.md).
-#: "paper" is the paper's setting under its own name, kept for comparison and teaching when
-#: medium moves to the perceptual budget (issue 16); today it equals medium.
+#: Strength presets. low, medium and high are points on the perceptual budget's frontier (cloak
+#: v2, issue 16: a luminance/chroma box scaled by texture, low in the eyes) at budget scales 0.35,
+#: 0.5 and 1 of :class:`PerceptualBudget`'s defaults, chosen on LFW people 100-199 and blind looks
+#: (BENCHMARKS.md, "Cloak v2"): medium is the strongest point a reviewer could not tell from the
+#: clean photo (scale 0.75 was told in 20 of 20 pairs); it protects far less than v1 did.
+#: "paper" is the paper's setting (FACTS.md section 6: an L-inf box in RGB, 8/255 and 16/255 on
+#: stickers and high-pass; cloak v1's medium), kept for comparison and teaching.
+def perceptual_preset(scale: float, iterations: int = 10, base: PerceptualBudget | None = None) -> dict:
+    """CloakConfig fields of the perceptual budget at ``scale`` times its four budgets (of ``base``,
+    by default :class:`PerceptualBudget`'s defaults): a point on v2's frontier."""
+    b = base or PerceptualBudget()
+    return dict(budget="perceptual", iterations=iterations, luma_flat=b.luma_flat * scale,
+                luma_texture=b.luma_texture * scale, eye_luma=b.eye_luma * scale, eye_chroma=b.eye_chroma * scale)
+
+
 PRESETS: dict[str, dict] = {
-    "low": dict(eps=4 / 255, eps_high=8 / 255, alpha=1 / 255, iterations=10),
-    "medium": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10),
-    "high": dict(eps=12 / 255, eps_high=24 / 255, alpha=3 / 255, iterations=16),
+    "low": perceptual_preset(0.35),
+    "medium": perceptual_preset(0.5),
+    "high": perceptual_preset(1.0),
     "paper": dict(eps=8 / 255, eps_high=16 / 255, alpha=2 / 255, iterations=10, budget="box"),
 }
 #: the strengths a user picks from (the app's radio, the CLI); "paper" is for comparison
@@ -83,15 +94,20 @@ class Enrollment:
             out[mask] = out[mask] * 0.4 + np.array(colour, np.float32) * 0.6
             return np.clip(out, 0, 255).astype(np.uint8)
 
-        heat = cv2.applyColorMap(np.clip(self.attention * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+        def heat(v: np.ndarray) -> np.ndarray:
+            m = cv2.applyColorMap(np.clip(v * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+            return cv2.cvtColor(m, cv2.COLOR_BGR2RGB)
+
         d = self.mask.delta.transpose(1, 2, 0)
         amp = np.clip(0.5 + d / (2 * max(self.mask.eps_high, 1e-6)), 0, 1)
-        return {
-            "stickers": overlay(self.focus.stickers, (255, 80, 40)),
-            "high-pass": overlay(self.focus.high_pass, (40, 200, 255)),
-            "attention": cv2.cvtColor(heat, cv2.COLOR_BGR2RGB),
-            "mask (amplified)": (amp * 255).round().astype(np.uint8),
-        }
+        if self.mask.budget_rule() is not None:  # the perceptual budget: no stickers, no high-pass
+            first = {"budget": heat(self.focus.budget / max(float(self.focus.budget.max()), 1e-6)),
+                     "eyes (kept still)": overlay(self.mask.budget_rule().eyes(self.views.landmarks[0]),
+                                                  (255, 80, 40))}
+        else:
+            first = {"stickers": overlay(self.focus.stickers, (255, 80, 40)),
+                     "high-pass": overlay(self.focus.high_pass, (40, 200, 255))}
+        return {**first, "attention": heat(self.attention), "mask (amplified)": (amp * 255).round().astype(np.uint8)}
 
 
 def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment", n_views: int = 8,
@@ -102,8 +118,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
 
     Args:
         selfie: a path, bytes, PIL image, array or :class:`Picture` (see :func:`faceprot.io.load_image`).
-        preset: "low", "medium" (the paper's defaults), "high", or "paper" (the paper's setting
-            by name; today the same as medium).
+        preset: "low", "medium" (the default), "high" (the perceptual budget, scaled), or
+            "paper" (the paper's RGB box, cloak v1's medium).
         seed: makes views, the real-life chain and so the mask reproducible.
         generator: "augment" (CPU) or "arc2face" (GPU), or a generator object.
         n_views: generated views besides the selfie (paper: 8).
@@ -116,8 +132,8 @@ def enroll(selfie, *, preset: str = "medium", seed: int = 0, generator="augment"
         device: where the optimisation runs: "auto" or None (a GPU when there is one, else the CPU;
             ``$FACEPROT_DEVICE`` overrides), "cpu" or "cuda". The mask comes back on the CPU either way.
         overrides: any :class:`CloakConfig` field (eps, iterations, use_attention, ...);
-            ``budget="perceptual"`` (with luma_flat, luma_texture, chroma_ratio, ...) for the
-            luminance/chroma budget of issue 16, saved as a format-2 mask.
+            ``budget="perceptual"`` (with luma_flat, luma_texture, chroma_ratio, ...; low, medium
+            and high) saves a format-2 mask, ``budget="box"`` (eps, eps_high; paper) a format-1 one.
     """
     say = progress or (lambda f, m: None)
     t0 = time.perf_counter()

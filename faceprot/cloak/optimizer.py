@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..attack import (BudgetSpace, ConvDropout, device_of, elastic_warp, gaussian_smooth, project, resize_pad, sign_step,
+from ..attack import (BudgetSpace, ConvDropout, FeatureDisruption, device_of, elastic_warp, gaussian_smooth, project, resize_pad, sign_step,
                       similarity, unit_scale)
 from ..eot import RealLifeChain
 from .anchors import Anchors
@@ -84,6 +84,10 @@ class CloakConfig:
     #: surrogates built of torch modules (dlib-resnet; not MobileFaceNet's ONNX graph), a fresh
     #: mask at each step (Ghost Networks' dropout erosion; 0 = off)
     model_dropout: float = 0.0
+    #: intermediate-feature loss (Feature Disruptive Attack): weight of
+    #: :class:`~faceprot.attack.FeatureDisruption`'s term on dlib-resnet's middle residual unit,
+    #: added to the loss (0 = off)
+    feature_weight: float = 0.0
     max_high_fraction: float = 0.30
     use_stickers: bool = True
     use_high_pass: bool = True
@@ -91,9 +95,9 @@ class CloakConfig:
     use_anchors: bool = True
     use_eot: bool = True
     #: which budget: "box", the paper's L-inf box in RGB (eps, eps_high on stickers and high-pass;
-    #: every preset today); or "perceptual", a luminance/chroma box scaled by texture, low in the
-    #: eyes (issue 16; the fields below, see :class:`~faceprot.cloak.perceptual.PerceptualBudget`,
-    #: where their defaults are explained). eps, eps_high, the stickers and high-pass apply to
+    #: the "paper" preset); or "perceptual", a luminance/chroma box scaled by texture, low in the
+    #: eyes (cloak v2, issue 16: low, medium and high; the fields below, see
+    #: :class:`~faceprot.cloak.perceptual.PerceptualBudget`, where their defaults are explained). eps, eps_high, the stickers and high-pass apply to
     #: "box" only; alpha then only sets attention's step.
     budget: str = "box"
     luma_flat: float = PerceptualBudget.luma_flat
@@ -105,6 +109,7 @@ class CloakConfig:
     texture_percentile: float = PerceptualBudget.texture_percentile
     eye_dilate: int = PerceptualBudget.eye_dilate
     step_fraction: float = PerceptualBudget.step_fraction
+    texture_detail: float = PerceptualBudget.texture_detail
 
     def __post_init__(self):
         if self.budget not in ("box", "perceptual"):
@@ -204,9 +209,12 @@ class UniversalCloak:
             for k, s in enumerate(self.surrogates):
                 near = anchors.near[s.name].to(dev) if use_anchors else None
                 far = anchors.far[s.name].to(dev) if use_anchors else None
-                with ConvDropout([s], cfg.model_dropout, gen):
+                with ConvDropout([s], cfg.model_dropout, gen), FeatureDisruption([s], cfg.feature_weight > 0) as fda:
                     emb = s(x)
+                    extra = fda.loss()
                 loss = cloak_loss(s, emb, near, far, person[s.name], cfg.self_weight)
+                if extra is not None:
+                    loss = loss + cfg.feature_weight * extra
                 (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
                 w = float(cfg.surrogate_weights.get(s.name, 1.0))
                 g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)

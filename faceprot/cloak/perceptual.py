@@ -54,6 +54,11 @@ class PerceptualBudget:
     #: on LFW faces (1.6-1.9 canonical px per photo px); wider on real-size photos, where it is < 1
     eye_dilate: int = 6
     step_fraction: float = 0.25  # PGD step as a share of each pixel's budget (medium: 2/255 of 8/255)
+    #: > 0: texture is absolute fine detail, not relative contrast: the local RMS (over the
+    #: texture_sigma window) of the luminance minus its Gaussian blur (sigma 1 canonical px), over
+    #: this level ([0, 1] units), clipped. Smooth shading then counts as flat, and a blurry face
+    #: gets a small budget. 0: the local standard deviation over its percentile on the face.
+    texture_detail: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,18 +67,24 @@ class PerceptualBudget:
     def from_dict(cls, d: dict) -> "PerceptualBudget":
         """From :meth:`to_dict`'s output; raises ValueError on an unknown or missing field."""
         names = {f.name for f in fields(cls)}
+        d = {"texture_detail": 0.0, **d}  # v2 files written before it had none: the percentile rule
         if set(d) != names:
             raise ValueError(f"perceptual budget fields {sorted(d)} are not {sorted(names)}")
         return cls(**{k: (int(v) if k == "eye_dilate" else float(v)) for k, v in d.items()})
 
     def texture(self, canonical_rgb: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """(S, S) float32 in [0, 1]: local luminance std, over its percentile on the face, clipped.
+        """(S, S) float32 in [0, 1]: local luminance std, over its percentile on the face, clipped
+        (or, with ``texture_detail``, the local fine detail over that absolute level).
 
         Args:
             canonical_rgb: (S, S, 3) uint8 aligned face.
             face: (S, S) bool, the face's pixels (the normalisation's reference).
         """
         y = canonical_rgb.astype(np.float32) @ np.asarray(YCBCR_FROM_RGB[0], np.float32)
+        if self.texture_detail > 0:
+            d = y - cv2.GaussianBlur(y, (0, 0), 1.0)
+            rms = np.sqrt(np.maximum(cv2.GaussianBlur(d * d, (0, 0), self.texture_sigma), 0))
+            return np.clip(rms / (self.texture_detail * 255), 0, 1).astype(np.float32)
         mu = cv2.GaussianBlur(y, (0, 0), self.texture_sigma)
         var = cv2.GaussianBlur(y * y, (0, 0), self.texture_sigma) - mu * mu
         std = np.sqrt(np.maximum(var, 0))
