@@ -76,7 +76,9 @@ def test_cloak_tuning_appends_a_row_with_the_preset(tmp_path, monkeypatch, capsy
     assert row["probes"] >= 1 and row["enroll_median_s"] > 0
     for ev in EVALUATORS:
         assert 0 <= row[f"top1_{ev}"] <= 100
-    assert 33 < row["psnr_face"] < 45  # low: 4/255 (8 on the stickers), measured 37.6 dB on average
+    # low: the perceptual budget at 0.35x (1.05/255 on smooth skin, 3.5/255 in texture): 43.3 dB on
+    # 20 tuning people with refine 10 (BENCHMARKS.md), higher with the mask alone; 45.7 dB here
+    assert 38 < row["psnr_face"] < 55
     assert _unchanged(stored) == before
 
 
@@ -85,7 +87,7 @@ def test_cloak_device_time_on_the_cpu(capsys):
     assert cloak_device_time.main(["--device", "cpu", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("device: cpu (CPU, ") and "9 views of 256x256" in out
-    for preset, its in (("medium", 10), ("high", 16)):
+    for preset, its in (("medium", 10), ("high", 10)):
         m = re.search(rf"^{preset}: {its} iterations, first run ([\d.]+) s, warm median ([\d.]+) s over 1$", out, re.M)
         assert m, out
         assert 0 < float(m.group(2)) < 600
