@@ -28,3 +28,10 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
+
+
+def level(v):
+    """A budget given as "N/255" (levels) or as a number in [0, 1] units, as a float (other values as given)."""
+    if isinstance(v, str) and v.endswith("/255"):
+        return float(v[:-4]) / 255
+    return v

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from _common import RESULTS, SHARED_FACES, git_commit
+from _common import RESULTS, SHARED_FACES, git_commit, level
 from cloak_frontier import LEAVE_ONE_OUT, METHODS, REFINES, SCALES, TUNING_START, frontier_markdown, frontier_plot, \
     run_frontier, summarise_frontier
 from cloak_baselines import ReleasedCodeCloak, noise_baseline, per_image_pgd
@@ -114,13 +114,6 @@ def run_person(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
 
 
 
-def _level(v):
-    """A budget given as "N/255" (levels) or as a number in [0, 1] units."""
-    if isinstance(v, str) and v.endswith("/255"):
-        return float(v[:-4]) / 255
-    return v
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
@@ -169,7 +162,7 @@ def main(argv=None) -> int:
         if args.leave_one_out:
             args.settings += [k for k in LEAVE_ONE_OUT if k not in args.settings]
         args.overrides = _pairs(args.set)
-        args.v2 = {k: _level(v) for k, v in _pairs(args.v2).items()}
+        args.v2 = {k: level(v) for k, v in _pairs(args.v2).items()}
         unknown = set(args.v2) - {f.name for f in dataclasses.fields(PerceptualBudget)}
         if unknown:
             ap.error(f"--v2: {', '.join(sorted(unknown))} not a PerceptualBudget field")

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import SHARED_FACES  # noqa: E402
+from _common import SHARED_FACES, level  # noqa: E402
 from faceprot.cloak import PRESETS, apply_mask, enroll  # noqa: E402
 from faceprot.cloak.enroll import perceptual_preset  # noqa: E402
 from faceprot.cloak.perceptual import PerceptualBudget  # noqa: E402
@@ -75,7 +75,7 @@ def preset_settings(name: str) -> dict:
         fields = {}
         for item in filter(None, rest.split(";")):
             k, _, v = item.partition("=")
-            fields[k] = float(v[:-4]) / 255 if v.endswith("/255") else float(v)
+            fields[k] = float(level(v))
         b = PerceptualBudget(**fields)
         return dict(preset="medium", **{**fields, **perceptual_preset(float(scale), base=b)})
     if name not in PRESETS:

@@ -40,7 +40,7 @@ import numpy as np
 
 from cloak_protocol import EVALUATORS, SETTINGS, _embed, degrade, save_and_reread, score_embedding
 from faceprot.cloak.apply import apply_mask
-from faceprot.cloak.enroll import PRESETS, enroll
+from faceprot.cloak.enroll import PRESETS, enroll, perceptual_preset
 from faceprot.cloak.perceptual import PerceptualBudget
 from faceprot.errors import NoFaceError
 from faceprot.faces import find_faces
@@ -75,11 +75,8 @@ def method_settings(method: str, scale: float, v2: dict | None = None) -> tuple[
     if method == "de2000":
         return v1, DE_BOUND * scale
     if method == "v2":
-        b = PerceptualBudget(**(v2 or {}))
         rest = {k: v for k, v in (v2 or {}).items() if k not in V2_SCALED}
-        return dict(preset="medium", budget="perceptual", **rest, luma_flat=b.luma_flat * scale,
-                    luma_texture=b.luma_texture * scale, eye_luma=b.eye_luma * scale,
-                    eye_chroma=b.eye_chroma * scale), None
+        return dict(preset="medium", **rest, **perceptual_preset(scale, base=PerceptualBudget(**(v2 or {})))), None
     raise ValueError(f"unknown frontier method {method!r}; choose from {', '.join(METHODS)}")
 
 
