@@ -63,6 +63,19 @@ def test_method_settings_scale_the_budgets():
     assert v2["eye_chroma"] == pytest.approx(0.75 / 255) and "chroma_ratio" not in v2
     with pytest.raises(ValueError):
         fr.method_settings("v3", 1)
+    # --v2: another scale-1 budget; its four budgets scale, the other fields pass as given
+    b, _ = fr.method_settings("v2", 2, {"luma_flat": 1 / 255, "texture_detail": 6 / 255})
+    assert b["luma_flat"] == pytest.approx(2 / 255) and b["luma_texture"] == pytest.approx(20 / 255)
+    assert b["texture_detail"] == pytest.approx(6 / 255)
+
+
+def test_the_v2_option_reads_levels_and_refuses_unknown_fields(capsys):
+    from _common import level
+
+    assert level("6/255") == pytest.approx(6 / 255) and level(0.5) == 0.5
+    with pytest.raises(SystemExit):
+        cloak.main(["--frontier", "--v2", "brightness=3/255"])
+    assert "not a PerceptualBudget field" in capsys.readouterr().err
 
 
 def test_compare_at_interpolates_each_frontier_at_equal_face_psnr():
