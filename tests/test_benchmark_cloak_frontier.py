@@ -172,6 +172,39 @@ def test_transfer_options_are_off_by_default_and_reach_the_optimiser():
     assert not torch.equal(base, mask(model_dropout=0.2))
 
 
+
+def test_flatness_takes_one_more_gradient_per_step_further_up_the_loss_and_stays_in_the_budget():
+    assert CloakConfig().flat_weight == 0  # off by default
+    net = tiny_conv_recognizer()
+    views = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    budget = torch.full((1, 256, 256), 8 / 255)
+    # someone else's embedding: the loss is then away from its maximum, where a step up is a step up
+    person = {"tiny": net(torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))).mean(0).detach()}
+    seen = []
+    handle = net.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+
+    def run(w, step=2 / 255):
+        seen.clear()
+        c = CloakConfig(iterations=3, use_attention=False, use_eot=False, view_warp_px=0, flat_weight=w,
+                        flat_step=step)
+        return UniversalCloak([net], c)(views, budget, None, person).delta, list(seen)
+
+    base, plain = run(0.0)
+    flat, looked = run(0.5)
+    assert len(plain) == 3 and len(looked) == 6  # one look-ahead pass per step
+    assert not torch.equal(base, flat)
+    assert flat.abs().max() <= 8 / 255 + 1e-6  # the budget holds
+    assert (looked[1] - looked[0]).abs().mean() == pytest.approx(2 / 255, rel=0.05)  # flat_step, on average
+    # the look-ahead point is a step up the loss from the step's own point (the loss is the
+    # similarity to the person, which the cloak lowers); a short step, as the tiny net is far
+    # from linear over 2/255
+    _, looked = run(0.5, step=5e-4)
+    with torch.no_grad():
+        sim = lambda x: torch.nn.functional.cosine_similarity(net(x), person["tiny"][None])
+        assert (sim(looked[1]) > sim(looked[0])).all() and (sim(looked[3]) > sim(looked[2])).all()
+    handle.remove()
+
+
 # --- the frontier mode on a real tuning person ---------------------------------------------------
 
 

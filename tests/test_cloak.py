@@ -267,6 +267,42 @@ def test_view_warp_is_a_smooth_displacement_of_the_set_size():
     assert (disp[..., :, 1:] - disp[..., :, :-1]).abs().max() < 1.0
 
 
+
+def test_the_wide_augmentation_varies_pose_more_and_softens_some_views(obama):
+    """"augment-wide" (issue 16's "more diverse views"): found again in every view, with a wider
+    spread of pose than "augment", some views softened by the low-resolution round trip, and
+    "augment" itself unchanged by the new option (it draws no extra random number when off)."""
+    from faceprot.cloak.views import make_views
+    from faceprot.generators import AugmentViews, get_generator
+
+    pic = load_image(obama[0])
+    face = find_faces(pic.rgb)[0]
+    plain, wide = get_generator("augment"), get_generator("augment-wide")
+    assert wide.name == "augment-wide" and wide.low_res_prob > 0 and plain.low_res_prob == 0
+    a = plain.generate(pic.rgb, face, 12, seed=5)
+    b = AugmentViews(low_res_prob=0.0).generate(pic.rgb, face, 12, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+    def pose_spread(gen):
+        # rotation of each view's eye line after re-detection, in degrees
+        angles = []
+        for view in gen.generate(pic.rgb, face, 12, seed=5):
+            m = find_faces(view)[0].transform.matrix
+            angles.append(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
+        return np.std(angles)
+
+    assert pose_spread(wide) > 1.3 * pose_spread(plain)
+
+    def detail(views):  # mean high-frequency energy of the canonical views after the first (the selfie)
+        y = views.images[1:].mean(1)
+        return float((y - torch.nn.functional.avg_pool2d(y[:, None], 3, 1, 1)[:, 0]).abs().mean())
+
+    soft = make_views(pic.rgb, face, AugmentViews(low_res_prob=1.0), n=6, seed=5)
+    sharp = make_views(pic.rgb, face, AugmentViews(low_res_prob=0.0), n=6, seed=5)
+    assert soft.images.shape[0] == 7 and detail(soft) < 0.8 * detail(sharp)
+    views = make_views(pic.rgb, face, "augment-wide", n=8, seed=0)
+    assert views.images.shape[0] == 9 and views.generator == "augment-wide"
+
 def test_mirrored_gradient_makes_a_symmetric_perturbation(obama):
     """With mirror_gradient, P's update is left-right symmetric: under a symmetric budget and no
     attention the mask equals its mirror image, and without it (same data) it does not."""

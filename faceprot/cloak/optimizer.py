@@ -88,6 +88,12 @@ class CloakConfig:
     #: :class:`~faceprot.attack.FeatureDisruption`'s term on dlib-resnet's middle residual unit,
     #: added to the loss (0 = off)
     feature_weight: float = 0.0
+    #: flatness (PGN, Ge et al. NeurIPS 2023, "Boosting adversarial transferability by achieving
+    #: flat local maxima"): the share of the step's gradient taken ``flat_step`` ([0, 1] units,
+    #: each view's gradient scaled to unit mean magnitude) further up the loss, where a sharp
+    #: optimum's gradient turns; one extra gradient per step (0 = off)
+    flat_weight: float = 0.0
+    flat_step: float = 2 / 255
     max_high_fraction: float = 0.30
     use_stickers: bool = True
     use_high_pass: bool = True
@@ -168,6 +174,35 @@ class UniversalCloak:
         """Per surrogate, the mean clean embedding over views (the person's identity), on the CPU."""
         return {s.name: s(views.to(s.device)).mean(0).cpu() for s in self.surrogates}
 
+    def _view_gradient(self, pre: torch.Tensor, anchors: Anchors | None, person: dict[str, torch.Tensor],
+                       gen: torch.Generator) -> tuple[torch.Tensor, float]:
+        """The loss's gradient with respect to the protected views ``pre`` (V, 3, S, S) after the
+        real-life chain and input diversity, each (surrogate, view) pair's scaled to unit mean
+        magnitude and the surrogates' weighted and summed; and the mean loss."""
+        cfg = self.config
+        dev = pre.device
+        leaf = pre.requires_grad_(True)
+        x = resize_pad(self.chain(leaf, generator=gen), cfg.input_diversity, cfg.diversity_min_scale, gen)
+        # Each (surrogate, view) pair gets an equal say: its gradient is scaled to unit mean
+        # magnitude before summing, so neither one model nor a few easy views steer the
+        # universal perturbation (views whose loss is already low would otherwise fade out).
+        g_views = torch.zeros_like(leaf)
+        total = 0.0
+        for k, s in enumerate(self.surrogates):
+            near = anchors.near[s.name].to(dev) if anchors is not None else None
+            far = anchors.far[s.name].to(dev) if anchors is not None else None
+            with ConvDropout([s], cfg.model_dropout, gen), FeatureDisruption([s], cfg.feature_weight > 0) as fda:
+                emb = s(x)
+                extra = fda.loss()
+            loss = cloak_loss(s, emb, near, far, person[s.name], cfg.self_weight)
+            if extra is not None:
+                loss = loss + cfg.feature_weight * extra
+            (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
+            w = float(cfg.surrogate_weights.get(s.name, 1.0))
+            g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)
+            total += float(loss.detach().mean()) / len(self.surrogates)
+        return g_views, total
+
     def __call__(self, views: torch.Tensor, budget: torch.Tensor, anchors: Anchors | None,
                  person: dict[str, torch.Tensor], seed: int = 0,
                  progress: Callable[[int, int], None] | None = None) -> CloakResult:
@@ -199,26 +234,13 @@ class UniversalCloak:
             delta = space.to_rgb(project(attention.a * p, budget))  # Pi(A * P), in RGB
             faces = elastic_warp(views, cfg.view_warp_px, gen, cfg.view_warp_grid)  # views itself at 0
             pre = (faces + delta).clamp(0, 1)
-            leaf = pre.detach().requires_grad_(True)
-            x = resize_pad(self.chain(leaf, generator=gen), cfg.input_diversity, cfg.diversity_min_scale, gen)
-            # Each (surrogate, view) pair gets an equal say: its gradient is scaled to unit mean
-            # magnitude before summing, so neither one model nor a few easy views steer the
-            # universal perturbation (views whose loss is already low would otherwise fade out).
-            g_views = torch.zeros_like(leaf)
-            total = 0.0
-            for k, s in enumerate(self.surrogates):
-                near = anchors.near[s.name].to(dev) if use_anchors else None
-                far = anchors.far[s.name].to(dev) if use_anchors else None
-                with ConvDropout([s], cfg.model_dropout, gen), FeatureDisruption([s], cfg.feature_weight > 0) as fda:
-                    emb = s(x)
-                    extra = fda.loss()
-                loss = cloak_loss(s, emb, near, far, person[s.name], cfg.self_weight)
-                if extra is not None:
-                    loss = loss + cfg.feature_weight * extra
-                (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
-                w = float(cfg.surrogate_weights.get(s.name, 1.0))
-                g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)
-                total += float(loss.detach().mean()) / len(self.surrogates)
+            g_views, total = self._view_gradient(pre.detach(), anchors if use_anchors else None, person, gen)
+            if cfg.flat_weight > 0:
+                # PGN (Ge et al., NeurIPS 2023): the gradient a step further up the loss, mixed in,
+                # approximates a penalty on the gradient's norm, steering toward a flat optimum.
+                ahead = (pre.detach() + cfg.flat_step * g_views / (g_views.abs().mean((1, 2, 3), keepdim=True) + 1e-20)).clamp(0, 1)
+                g_ahead, _ = self._view_gradient(ahead, anchors if use_anchors else None, person, gen)
+                g_views = (1 - cfg.flat_weight) * g_views + cfg.flat_weight * g_ahead
             grads = torch.autograd.grad(pre, wrt, grad_outputs=g_views)
             with torch.no_grad():
                 g_p = gaussian_smooth(grads[0], cfg.grad_smooth_sigma)

@@ -5,6 +5,8 @@ photos (H, W, 3) uint8 of the person in ``face`` of ``rgb``. Methods re-detect a
 (for the cloak, :func:`faceprot.cloak.views.make_views`).
 
 * ``augment`` (CPU default, :mod:`.augment`): realistic edits of the selfie.
+* ``augment-wide`` (CPU): the same with twice the pose range and low-resolution round trips
+  (measured for transfer, issue 16; not the default).
 * ``arc2face`` (GPU, :mod:`.arc2face`): Arc2Face images conditioned on the selfie's ArcFace
   embedding.
 """
@@ -52,17 +54,17 @@ class Arc2FaceViews:
                                                 seed=seed, progress=self.progress)
 
 
-GENERATORS = {"augment": AugmentViews, "arc2face": Arc2FaceViews}
+GENERATORS = {"augment": AugmentViews, "augment-wide": AugmentViews.wide, "arc2face": Arc2FaceViews}
 
 
 def get_generator(name: str | ViewGenerator) -> ViewGenerator:
-    """A generator by name ("augment" or "arc2face"), or the object itself."""
+    """A generator by name ("augment", "augment-wide" or "arc2face"), or the object itself."""
     if not isinstance(name, str):
         return name
     try:
         return GENERATORS[name]()
     except KeyError:
-        raise FaceprotError(f"Unknown view generator {name!r}; choose {' or '.join(GENERATORS)}.") from None
+        raise FaceprotError(f"Unknown view generator {name!r}; choose {', '.join(GENERATORS)}.") from None
 
 
 __all__ = ["ViewGenerator", "AugmentViews", "Arc2FaceViews", "GENERATORS", "get_generator"]

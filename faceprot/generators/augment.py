@@ -39,12 +39,25 @@ class AugmentViews:
     name = "augment"
 
     def __init__(self, max_rotate: float = 12.0, max_yaw: float = 0.10, scale: tuple = (0.85, 1.15),
-                 max_shift: float = 0.05, mirror_prob: float = 0.5):
+                 max_shift: float = 0.05, mirror_prob: float = 0.5, low_res_prob: float = 0.0,
+                 low_res: tuple = (0.3, 0.6)):
         self.mirror_prob = mirror_prob
         self.max_rotate = max_rotate
         self.max_yaw = max_yaw
         self.scale = scale
         self.max_shift = max_shift
+        #: with this probability a view is shrunk to a random share in ``low_res`` of its side
+        #: and enlarged back (a small, soft photo, as a web crop or an old camera gives)
+        self.low_res_prob = low_res_prob
+        self.low_res = low_res
+
+    @classmethod
+    def wide(cls) -> "AugmentViews":
+        """"augment-wide": more diverse views (issue 16, transfer): twice the pose range (rotation,
+        yaw, scale, shift) and, in four views of ten, a low-resolution round trip."""
+        gen = cls(max_rotate=20.0, max_yaw=0.25, scale=(0.75, 1.25), max_shift=0.08, low_res_prob=0.4)
+        gen.name = "augment-wide"
+        return gen
 
     def _one(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = img.shape[:2]
@@ -82,6 +95,10 @@ class AugmentViews:
         if rng.random() < 0.4:
             x = x + rng.normal(0, rng.uniform(1, 6) / 255, x.shape).astype(np.float32)
         out = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        if self.low_res_prob > 0 and rng.random() < self.low_res_prob:
+            f = rng.uniform(*self.low_res)
+            small = cv2.resize(out, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+            out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         if rng.random() < 0.5:
             buf = io.BytesIO()
             Image.fromarray(out).save(buf, "JPEG", quality=int(rng.integers(40, 96)))
