@@ -152,10 +152,24 @@ def _cmd_apply(args) -> int:
     return _each_photo(photos, targets, args.force, protect, "apply", "protected", out_dir)
 
 
+def gpu_failure(e: BaseException) -> FaceprotError | None:
+    """A clear error for a GPU that failed mid-run (out of memory, a CUDA error), or None when
+    ``e`` is not one (other errors are bugs and keep their traceback)."""
+    import torch
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return FaceprotError(f"the GPU ran out of memory ({first}). Run again with --device cpu (slower), "
+                             "or close what else uses the GPU.")
+    if isinstance(e, RuntimeError) and any(k in str(e) for k in ("CUDA", "cuDNN", "CUBLAS")):
+        return FaceprotError(f"the GPU failed ({first}). Run again with --device cpu (slower).")
+    return None
+
+
 def _each_photo(photos, targets, force: bool, work, desc: str, done: str, out_dir: Path) -> int:
     """The per-photo loop of apply and disguise: ``work(photo, target) -> (what, note)`` writes
-    one output; a photo that fails is named in a FAIL line and the others still go on. Exit
-    status 1 if any failed."""
+    one output; a photo that fails (a bad file, a GPU that fails on it) is named in a FAIL line and
+    the others still go on. Exit status 1 if any failed."""
     import time
 
     from tqdm import tqdm
@@ -171,6 +185,12 @@ def _each_photo(photos, targets, force: bool, work, desc: str, done: str, out_di
         except (FaceprotError, OSError) as e:
             failures.append(p)
             lines.append(f"FAIL  {p}: {e}")
+        except RuntimeError as e:
+            clear = gpu_failure(e)
+            if clear is None:  # not the GPU: a bug, with its traceback
+                raise
+            failures.append(p)
+            lines.append(f"FAIL  {p}: {clear}")
     for line in lines:
         print(line)
     print(f"{len(photos) - len(failures)} of {len(photos)} photo(s) {done}, written to {out_dir}/")
@@ -306,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except FaceprotError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # a GPU that fails while enrolling, or before the first photo
+        clear = gpu_failure(e)
+        if clear is None:
+            raise
+        print(f"error: {clear}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from faceprot.recognizers import DEFAULT_SURROGATES, load_surrogate
 from faceprot.runtime import DEVICE_ENV, resolve_device
 
 GPU = "cuda"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 
 
@@ -177,3 +179,46 @@ def test_refinement_on_gpu(people):
         sim_refined = float(similarity(s, s((x + refined).clamp(0, 1)), own))
     print(f"refine on GPU: dlib-resnet similarity to the clean photo {sim_base:.3f} -> {sim_refined:.3f}")
     assert sim_refined < sim_base
+
+
+def test_a_gpu_that_fails_mid_run_fails_that_photo_clearly_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    """A GPU that runs out of memory (or hits a CUDA error) on one photo is a FAIL line that says
+    what to do; the other photos are still protected; at enrollment it is an error line, exit 2.
+    Any other RuntimeError is a bug and keeps its traceback."""
+    import faceprot.cloak as cloak
+    from faceprot.cli import gpu_failure
+
+    real = cloak.apply_mask
+    failing = {"obama-2.jpg": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+               "biden.jpg": RuntimeError("CUDA error: an illegal memory access was encountered")}
+
+    def apply_mask(photo, *a, **kw):
+        if Path(photo).name in failing:
+            raise failing[Path(photo).name]
+        return real(photo, *a, **kw)
+
+    monkeypatch.setattr(cloak, "apply_mask", apply_mask)
+    photos = [EXAMPLES / n for n in ("obama-1.jpg", "obama-2.jpg", "biden.jpg")]
+    rc = cli_main(["apply", str(EXAMPLES / "obama-selfie.faceprot"), *map(str, photos), "-o", str(tmp_path),
+                   "--refine", "0", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert (tmp_path / "obama-1-protected.png").exists()
+    assert not (tmp_path / "obama-2-protected.png").exists() and not (tmp_path / "biden-protected.png").exists()
+    assert "FAIL" in out and "the GPU ran out of memory (CUDA out of memory." in out and "--device cpu" in out
+    assert "the GPU failed (CUDA error: an illegal memory access" in out
+    assert "1 of 3 photo(s) protected" in out and "obama-2.jpg, " in err
+
+    monkeypatch.setattr(cloak, "apply_mask", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("shapes do not match")))
+    with pytest.raises(RuntimeError, match="shapes do not match"):  # not the GPU: a bug, not a FAIL line
+        cli_main(["apply", str(EXAMPLES / "obama-selfie.faceprot"), str(photos[0]), "-o", str(tmp_path / "b"),
+                  "--refine", "0"])
+    assert gpu_failure(ValueError("CUDA")) is None
+
+    def enroll(*a, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    monkeypatch.setattr(cloak, "enroll", enroll)
+    rc = cli_main(["enroll", str(EXAMPLES / "obama-selfie.jpg"), "-o", str(tmp_path / "me.faceprot")])
+    assert rc == 2 and "error: the GPU ran out of memory" in capsys.readouterr().err
+    assert not (tmp_path / "me.faceprot").exists()
