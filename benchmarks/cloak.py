@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", default=str(SHARED_FACES / "lfw"))
     ap.add_argument("--people", type=int, default=100, help="people to enroll (0 = all with >= 2 photos)")
     ap.add_argument("--start", type=int, default=None,
-                    help=f"skip this many people first (a held-out slice; default 0, {TUNING_START} with --frontier)")
+                    help=f"skip this many people first (a held-out slice; default 0, {TUNING_START} with --frontier "
+                         "on LFW)")
     ap.add_argument("--quick", action="store_true", help="CI mode: 20 LFW people from #100, medium and high (both "
                     "surrogates) + noise baseline, asserts the bar")
     ap.add_argument("--sweep-people", type=int, default=30)
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
         for k in args.settings:
             if k not in SETTINGS:
                 ap.error(f"--settings: {k!r} is not one of {', '.join(SETTINGS)}")
-        if args.start is None:
-            args.start = TUNING_START
+        if args.start is None:  # LFW's tuning people; other folders have no split and start at 0
+            args.start = TUNING_START if Path(args.faces).name == "lfw" else 0
         if Path(args.faces).name == "lfw" and args.start < TUNING_START and not args.acceptance and not args.report:
             ap.error(f"LFW people 0-{TUNING_START - 1} are issue 16's acceptance split; choose --start >= {TUNING_START}")
     args.start = args.start or 0
@@ -236,7 +237,8 @@ def main(argv=None) -> int:
     if args.frontier:
         ident = list(dict.fromkeys(e["identity"] for e in entries))  # the manifest's identity order
         rank = sorted(ident.index(p["identity"]) for p in mine)
-        meta.update(commit=git_commit(), people_range=f"LFW #{rank[0]}-{rank[-1]} in the manifest's identity order, "
+        where = "LFW" if Path(args.faces).name == "lfw" else Path(args.faces).name
+        meta.update(commit=git_commit(), people_range=f"{where} #{rank[0]}-{rank[-1]} in the manifest's identity order, "
                     f"{len(mine)} people" if rank else "none",
                     methods=args.methods, scales=args.scales, refines=args.refines, settings=args.settings,
                     overrides=args.overrides, v2=args.v2)

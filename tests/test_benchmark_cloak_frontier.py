@@ -302,3 +302,32 @@ def test_frontier_refuses_the_acceptance_split(monkeypatch):
         with pytest.raises(SystemExit):
             cloak.main(["--faces", str(faces), "--frontier", "--start", start, "--people", "1", "--run", "smoke-never"])
     assert not (RESULTS / "cloak" / "smoke-never").exists()  # refused before anything was written
+
+
+def test_frontier_on_a_folder_without_a_split_starts_at_its_first_person(monkeypatch):
+    """The tuning start (LFW #100) is LFW's: on the real-size photos the frontier starts at their
+    first person, so --people N runs N people (it once ran none, silently)."""
+    faces = shared_path("assets", "faces", "photos")
+    ran = []
+
+    def record(p, *a, **k):
+        ran.append(p["identity"])
+        return {"identity": p["identity"], "probes": [], "frontier": []}
+
+    monkeypatch.setattr(cloak, "run_frontier", record)
+    out = _fresh("smoke-frontier-photos")
+    assert cloak.main(["--faces", str(faces), "--frontier", "--people", "2", "--run", "smoke-frontier-photos"]) == 0
+    manifest = json.loads((faces / "manifest.json").read_text())
+    order = list(dict.fromkeys(e["identity"] for e in manifest))
+    assert len(ran) == 2 and order.index(ran[0]) < order.index(ran[1]) and ran[0] == _first_planned(faces)
+    meta = json.loads((out / "frontier-1-of-1.json").read_text())["meta"]
+    assert meta["people_range"].startswith("photos #") and meta["people_range"].endswith(", 2 people")
+
+
+def _first_planned(faces):
+    from cloak_protocol import gallery_embeddings, plan_people
+    from faceprot.datasets import load_faceset
+
+    entries = load_faceset(faces)
+    _, n_faces = gallery_embeddings(entries, RESULTS / "cache")
+    return plan_people(entries, n_faces, 1, 0)[0]["identity"]
