@@ -6,7 +6,7 @@ photo of them (the Apply tab: largest face, 10 refinement steps). Each pair is t
 clean and protected. Both go through the same PNG writer (:func:`faceprot.io.encode_png`), under
 random names, in a random order within the pair, with the pairs of every preset shuffled together.
 Each photo is written twice: at 100% (a square around the face in the photo's own pixels, no
-resampling) and at page size (the whole photo fitted into ``--page`` px, area resampling; a photo
+resampling, at most ``--crop`` px wide) and at page size (the whole photo fitted into ``--page`` px, area resampling; a photo
 already smaller stays as it is). The reviewer's folder holds the pictures and ``sheet.md`` only;
 the answer key goes to ``--key``, a folder the reviewer is not shown.
 
@@ -83,10 +83,14 @@ def preset_settings(name: str) -> dict:
     return dict(preset=name)
 
 
-def face_square(face, shape: tuple[int, int], scale: float = 1.6) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): a square ``scale`` face widths wide around the face, inside the photo."""
+def face_square(face, shape: tuple[int, int], scale: float = 1.6, most: int = 0) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): a square ``scale`` face widths wide around the face, inside the photo; at
+    most ``most`` px wide (0: no limit), centred on the eyes and nose, so that an image viewer
+    shows it at 100% instead of shrinking it."""
     cx, cy = face.points5[:3].mean(0)
     half = int(round(scale * face.width / 2))
+    if most:
+        half = min(half, most // 2)
     h, w = shape
     x0, y0 = max(0, int(cx) - half), max(0, int(cy) - half)
     return x0, y0, min(w, int(cx) + half), min(h, int(cy) + half)
@@ -142,7 +146,7 @@ def make(args) -> int:
             prot = apply_mask(located, mask, refine=REFINE, seed=0).picture.rgb
             items.append(dict(preset=preset, source=source, identity=identity, photo=Path(photo).name,
                               clean=clean, protected=prot,
-                              square=face_square(located.chosen[0], clean.shape[:2])))
+                              square=face_square(located.chosen[0], clean.shape[:2], most=args.crop)))
             print(f"{preset:7s} {source:9s} {identity}")
     order = rng.permutation(len(items))
     key, page_lines, full_lines = {}, [], []
@@ -220,6 +224,9 @@ def main(argv=None) -> int:
     m.add_argument("--lfw-start", type=int, default=0, help="the first LFW person (0-99: the acceptance split)")
     m.add_argument("--real", type=int, default=10, help="real-size pairs per preset")
     m.add_argument("--page", type=int, default=640, help="page size: the long side, px")
+    m.add_argument("--crop", type=int, default=768,
+                   help="the 100%% square's largest side, px (a bigger face gets its central part: image "
+                        "viewers shrink large pictures; 0 = the whole 1.6 face widths, as looks 1-4 had)")
     m.add_argument("--order-seed", type=int, default=None, help="fix the shuffle (default: random)")
     s = sub.add_parser("score", help="score the reviewer's answers against the key")
     s.add_argument("--answers", required=True)

@@ -22,7 +22,8 @@ def test_make_then_score(tmp_path, faceprot_threads):
     shared_path("assets", "faces", "photos")
     out, key = tmp_path / "look", tmp_path / "key"
     assert cloak_blind_look.main(["make", "--presets", "v2x0.5,paper", "--out", str(out), "--key", str(key),
-                                  "--lfw", "1", "--lfw-start", "100", "--real", "1", "--page", "200"]) == 0
+                                  "--lfw", "1", "--lfw-start", "100", "--real", "1", "--page", "200",
+                                  "--crop", "300"]) == 0
     k = json.loads((key / "key.json").read_text())
     assert len(k["pairs"]) == 4 and k["refine"] == 10
     assert {(p["preset"], p["source"]) for p in k["pairs"].values()} == {
@@ -43,6 +44,9 @@ def test_make_then_score(tmp_path, faceprot_threads):
         full = [load_image(out / f).rgb for f in re.findall(r"`(\w+\.png)`", full_line)]
         assert full[0].shape == full[1].shape and page[0].shape == page[1].shape
         assert max(page[0].shape[:2]) <= 200 < max(full[0].shape[:2]) or p["source"] == "lfw"
+        assert max(full[0].shape[:2]) <= 300  # the 100% square, at most --crop wide
+        if p["source"] == "real-size":  # this face is wider than that: its central part, cut at --crop
+            assert full[0].shape[:2] == (300, 300)
         # the two versions differ, in both views
         assert not np.array_equal(full[0], full[1]) and not np.array_equal(page[0], page[1])
     assert sheet.index("Part 1: page size") < sheet.index("Part 2: at 100%")
