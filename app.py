@@ -189,8 +189,9 @@ little colour and almost nothing in the eyes.
 - **low** is invisible and barely protects.
 - **medium** (the default) is chosen to be hard to see: in a blind test a reviewer shown a clean
   and a medium photo side by side, who saw no difference in any pair, picked the protected one in
-  12 of 20 pairs (3 of 10 small photos, 9 of 10 large ones, so it may show faintly on large
-  photos), while picking *paper*'s in 20 of 20. It protects far less than the stronger settings.
+  12 of 20 pairs, while picking *paper*'s in 20 of 20. On large photos it may show faintly: that
+  reviewer picked 9 of 10 of them, and a second one, also seeing no difference, 7 of the same 10.
+  It protects far less than the stronger settings.
 - **high** protects most photos and is visible up close: faint grain and strand-like texture on
   the skin.
 - **paper** is the published method's setting (an RGB box): plainly visible, with tinted eyes
