@@ -140,6 +140,33 @@ def test_absolute_detail_texture_calls_smooth_shading_flat_and_fine_detail_textu
     assert PerceptualBudget.from_dict(old) == PerceptualBudget() and PerceptualBudget().texture_detail == 0
 
 
+
+def test_head_only_keeps_the_face_forehead_and_hair_and_leaves_the_background(perceptual):
+    """head_margin > 0: the budget is the rule's on the head and zero beyond the margin (the
+    background beside it); 0, the default and every older file, is the whole square."""
+    face = to_pictures(perceptual.views.images[:1])[0]
+    lm = perceptual.views.landmarks[0]
+    whole = PerceptualBudget()
+    head = PerceptualBudget(head_margin=12)
+    b0, b1 = whole(face, lm), head(face, lm)
+    keep = head.head(lm)
+    assert keep.min() == 0 and keep.max() == 1 and 0.3 < keep.mean() < 0.9
+    np.testing.assert_allclose(b1, b0 * keep[None], rtol=1e-6)
+    # the nose tip, the mid-forehead (above the brows by a third of the brow-to-chin height) and
+    # the eyes are kept; the canonical square's bottom corners (neck, shoulders, background) are not
+    nose = np.round(lm[30]).astype(int)
+    brow_y = lm[17:27, 1].mean()
+    forehead = np.round([lm[27, 0], brow_y - (lm[8, 1] - brow_y) / 3]).astype(int)
+    for x, y in (nose, forehead, *np.round(lm[36:48]).astype(int)):
+        assert keep[y, x] == 1
+    assert keep[-4:, :4].max() == 0 and keep[-4:, -4:].max() == 0
+    assert np.all(b1[:, keep == 0] == 0)
+    # a smooth edge: no jump of more than a fifth of the budget between neighbours
+    assert np.abs(np.diff(keep, axis=0)).max() < 0.2 and np.abs(np.diff(keep, axis=1)).max() < 0.2
+    old = {k: v for k, v in PerceptualBudget().to_dict().items() if k != "head_margin"}
+    assert PerceptualBudget.from_dict(old) == whole and whole.head_margin == 0
+    assert config_for("medium", head_margin=8).perceptual_budget().head_margin == 8
+
 def test_perceptual_mask_file_round_trip_and_v1_files(perceptual, tmp_path):
     m = perceptual.mask
     assert m.format_version == 2 and m.budget.shape == (3, 256, 256) and m.space().name == "ycbcr"

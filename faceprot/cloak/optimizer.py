@@ -116,6 +116,7 @@ class CloakConfig:
     eye_dilate: int = PerceptualBudget.eye_dilate
     step_fraction: float = PerceptualBudget.step_fraction
     texture_detail: float = PerceptualBudget.texture_detail
+    head_margin: float = PerceptualBudget.head_margin
 
     def __post_init__(self):
         if self.budget not in ("box", "perceptual"):

@@ -59,6 +59,11 @@ class PerceptualBudget:
     #: this level ([0, 1] units), clipped. Smooth shading then counts as flat, and a blurry face
     #: gets a small budget. 0: the local standard deviation over its percentile on the face.
     texture_detail: float = 0.0
+    #: > 0: the head only. The budget is zero outside the head, and fades to it over this many
+    #: canonical px: the hull of the 68 points and of the brows raised by 0.6 of the brow-to-chin
+    #: height (forehead and hair), dilated by this margin. The background beside the head is left
+    #: as it is. 0: the whole canonical square (the default; every mask made before it).
+    head_margin: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +72,7 @@ class PerceptualBudget:
     def from_dict(cls, d: dict) -> "PerceptualBudget":
         """From :meth:`to_dict`'s output; raises ValueError on an unknown or missing field."""
         names = {f.name for f in fields(cls)}
-        d = {"texture_detail": 0.0, **d}  # v2 files written before it had none: the percentile rule
+        d = {"texture_detail": 0.0, "head_margin": 0.0, **d}  # v2 files written before these had none
         if set(d) != names:
             raise ValueError(f"perceptual budget fields {sorted(d)} are not {sorted(names)}")
         return cls(**{k: (int(v) if k == "eye_dilate" else float(v)) for k, v in d.items()})
@@ -96,6 +101,18 @@ class PerceptualBudget:
         region :func:`faceprot.visibility.eye_region` measures, here in canonical pixels)."""
         return eye_region((size, size), landmarks, int(self.eye_dilate))
 
+    def head(self, landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
+        """(size, size) float32 in [0, 1]: 1 on the head (face, forehead, hair above the brows),
+        0 beyond ``head_margin`` px from it, a smooth ramp between."""
+        pts = np.asarray(landmarks, np.float64)
+        brows = pts[17:27]
+        lift = 0.6 * (pts[8, 1] - brows[:, 1].mean())  # the brow-to-chin height, 0.6 of it up
+        hull = face_hull(np.concatenate([pts, brows - [0.0, lift]]), size).astype(np.float32)
+        m = max(1, int(round(self.head_margin)))
+        inside = cv2.distanceTransform((hull == 0).astype(np.uint8), cv2.DIST_L2, 5)  # px to the hull
+        ramp = np.clip(1 - inside / m, 0, 1)
+        return (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)  # smoothstep: no visible edge
+
     def __call__(self, canonical_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(3, S, S) float32 budget for Y, Cb, Cr, in [0, 1] units.
 
@@ -109,6 +126,9 @@ class PerceptualBudget:
         eyes = self.eyes(landmarks, canonical_rgb.shape[0])
         luma[eyes] = np.minimum(luma[eyes], self.eye_luma)
         chroma[eyes] = np.minimum(chroma[eyes], self.eye_chroma)
+        if self.head_margin > 0:
+            keep = self.head(landmarks, canonical_rgb.shape[0])
+            luma, chroma = luma * keep, chroma * keep
         return np.stack([luma, chroma, chroma]).astype(np.float32)
 
 
