@@ -133,6 +133,8 @@ def mask_description(mask, views: int | None = None, seconds: float | None = Non
                   f"{rule.eye_luma * 255:.2g} in the eyes; its colour by a fifth of that or less")
         if abs(rule.chroma_ratio - 0.2) > 1e-9:
             budget = budget.replace("a fifth of that", f"{rule.chroma_ratio:.2g} of that")
+        if rule.head_margin > 0:
+            budget += "; the background beside your head is left as it is"
     return (f"{made}{views_part}; strength {mask.preset} ({budget}), seed {mask.seed}; "
             f"attacked: {', '.join(mask.surrogates)}.")
 

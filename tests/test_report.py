@@ -71,3 +71,24 @@ def test_score_rows_and_the_text_table_agree():
     text = format_table(scores).splitlines()
     assert text[0].split() == ["evaluator", "role", "metric", "score", "threshold", "verdict"]
     assert "0.712" in text[1] and "< 0.600" in text[1] and text[2].split()[3] == "-"
+
+
+def test_mask_description_says_the_budget_in_levels_and_where_it_applies():
+    from types import SimpleNamespace
+
+    from faceprot.cloak import PerceptualBudget
+    from faceprot.report import mask_description
+
+    def mask(rule, eps=8 / 255):
+        return SimpleNamespace(budget_rule=lambda: rule, generator="augment", preset="medium", seed=0,
+                               surrogates=["dlib-resnet"], eps=eps, eps_high=2 * eps)
+
+    head = mask_description(mask(PerceptualBudget(luma_flat=1.5 / 255, luma_texture=5 / 255, eye_luma=1 / 255)),
+                            views=9, seconds=5.0)
+    assert head.startswith("Mask made in 5.0 s from 9 views of you (augment); strength medium")
+    assert "at most 1.5 of 255 levels on smooth skin, up to 5 in texture" in head and "1 in the eyes" in head
+    assert "the background beside your head is left as it is" in head  # head_margin 16, the default
+    whole = mask_description(mask(PerceptualBudget(head_margin=0)))
+    assert "background" not in whole and "(augment views)" in whole
+    v1 = mask_description(mask(None))
+    assert "at most 8 of 255 levels, 16 around the eyes" in v1 and "background" not in v1

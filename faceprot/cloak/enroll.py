@@ -30,7 +30,8 @@ from .views import Views, make_views
 #: v2, issue 16: a luminance/chroma box scaled by texture, low in the eyes) at budget scales 0.35,
 #: 0.5 and 1 of :class:`PerceptualBudget`'s defaults, chosen on LFW people 100-199 and blind looks
 #: (BENCHMARKS.md, "Cloak v2"): medium is the strongest point a reviewer could not tell from the
-#: clean photo (scale 0.75 was told in 20 of 20 pairs); it protects far less than v1 did.
+#: clean photo (scale 0.75 was told in 20 of 20 pairs); it protects far less than v1 did. All three
+#: touch the head only (``head_margin``), not the background beside it.
 #: "paper" is the paper's setting (FACTS.md section 6: an L-inf box in RGB, 8/255 and 16/255 on
 #: stickers and high-pass; cloak v1's medium), kept for comparison and teaching.
 def perceptual_preset(scale: float, iterations: int = 10, base: PerceptualBudget | None = None) -> dict:
