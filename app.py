@@ -154,7 +154,8 @@ photo to your other photos less often. People still recognise you. It is tested 
 recognizers on this page: the ones it **attacked** (used to make the mask) and the ones it
 **never attacked**. A recognizer it never saw may still find you, and a mask made from one selfie
 protects photos unlike that selfie less well. The default strength is hard to see and protects
-only some photos; the stronger ones protect more and are visible up close. Someone who has an
+only some photos, and almost none of large photos unlike the selfie; the stronger ones protect
+more and are visible up close. Someone who has an
 original and a protected copy of one of your photos can partly undo a mask on your other photos. No cloak is a guarantee: treat it as making you harder to find, not
 impossible.
 """
@@ -184,14 +185,13 @@ STRENGTH_HELP = f"""
 **How strong, and how visible?** Stronger masks hide you from more recognizers and show more. The
 close-ups below are the example selfie at 100%, made as this page makes them. low, medium and high
 change mostly brightness, more in texture (hair, brows, skin grain) than on smooth skin, very
-little colour and almost nothing in the eyes.
+little colour, almost nothing in the eyes and nothing in the background beside your head.
 
 - **low** is invisible and barely protects.
 - **medium** (the default) is chosen to be hard to see: in a blind test a reviewer shown a clean
   and a medium photo side by side, who saw no difference in any pair, picked the protected one in
-  12 of 20 pairs, while picking *paper*'s in 20 of 20. On large photos it may show faintly: that
-  reviewer picked 9 of 10 of them, and a second one, also seeing no difference, 7 of the same 10.
-  It protects far less than the stronger settings.
+  9 of 20 pairs (chance is 10), while picking *paper*'s in 20 of 20. It protects far less than
+  the stronger settings, and hardly at all on large photos unlike the selfie (below).
 - **high** protects most photos and is visible up close: faint grain and strand-like texture on
   the skin.
 - **paper** is the published method's setting (an RGB box): plainly visible, with tinted eyes
@@ -202,10 +202,13 @@ made from one photo against dlib and MobileFaceNet and applied as *Apply my mask
 refinement steps), the share of a person's *other* photos that a face search among 1,499 others
 no longer found (dlib-cpp / dlib-resnet / MobileFaceNet), and the face's PSNR:
 
-- low: 17 / 29 / 3%; 43.3 dB;
-- medium: 50 / 71 / 13%, and 28 / 39 / 7% after a JPEG re-save; 40.5 dB;
-- high: 100 / 100 / 90%, and 95 / 97 / 70% after a JPEG re-save; 35.1 dB;
+- low: 15 / 29 / 0%; 44.9 dB;
+- medium: 49 / 70 / 10%, and 20 / 33 / 7% after a JPEG re-save; 42.0 dB;
+- high: 100 / 100 / 90%, and 96 / 96 / 71% after a JPEG re-save; 36.6 dB;
 - paper: 100 / 100 / 100%; 32.6 dB.
+
+On 18 people's real-size photos, which differ from the selfie far more (pose, light, years):
+medium 3.5 / 5.3 / 0%, high 72 / 93 / 47%, paper 98 / 100 / 100%.
 
 Protection against a recognizer the mask never saw is lower still. How each figure was measured:
 [BENCHMARKS.md]({BENCHMARKS_URL}).

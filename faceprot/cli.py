@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="mask file to write (default: <selfie name>.faceprot)")
     e.add_argument("--strength", choices=["low", "medium", "high", "paper"], default="medium",
                    help="stronger protection is more visible (default: medium). low, medium and high change "
-                        "mostly brightness, little colour and almost nothing in the eyes; paper is the "
+                        "mostly brightness, little colour, almost nothing in the eyes and nothing beside the "
+                        "head; paper is the "
                         "published method's setting (an RGB box, plainly visible up close), for comparison")
     e.add_argument("--seed", type=int, default=0, help="same selfie + same seed = same mask (default 0)")
     e.add_argument("--generator", choices=["augment", "arc2face"], default="augment",
