@@ -106,7 +106,9 @@ def _cmd_enroll(args) -> int:
         d.mkdir(parents=True, exist_ok=True)
         for name, img in result.teaching_maps().items():
             Image.fromarray(img).save(d / f"{name.split(' ')[0]}.png")
-        (d / "protected-selfie.png").write_bytes(apply_mask(located, m).png())
+        # as `faceprot apply` protects a photo by default (10 refinement steps)
+        (d / "protected-selfie.png").write_bytes(apply_mask(located, m, refine=10, seed=args.seed,
+                                                            device=args.device).png())
         print(f"teaching maps and the protected selfie written to {d}/")
     return 0
 

@@ -420,8 +420,9 @@ def test_an_exhausted_zerogpu_quota_falls_back_to_the_cpu_with_a_note(tmp_path):
     # the GPU models were loaded at import, onto CUDA (which this machine lacks, so each says why)
     assert set(got["failed"]) == {"dlib-resnet", "mobilefacenet", "arcface-r100", "arc2face"}, got["failed"]
     assert "error" not in got, got.get("error")
-    # the request set the duration: Arc2Face views (40) + start (10) + low's 10 iterations + 15
-    assert got["calls"] == [75]
+    # the request set the duration: Arc2Face views (40) + start (10) + low's 10 iterations + the
+    # selfie's 10 refinement steps + 15
+    assert got["calls"] == [85]
     assert got["verdict"].startswith("**Made on the CPU.** The GPU was not available (ZeroGPU quota exceeded:")
     assert "from augment views" in got["verdict"] and "your selfie, compared with its own protected copy" in got["verdict"]
     assert got["generator"] == "augment"
@@ -435,7 +436,7 @@ def test_a_users_mistake_inside_the_gpu_function_keeps_faceprots_sentence(tmp_pa
     blank = tmp_path / "empty-wall.png"
     Image.new("RGB", (320, 240), (200, 190, 180)).save(blank)
     got = _run_on_fake_zerogpu(tmp_path, "run", blank)
-    assert got["calls"] == [75]
+    assert got["calls"] == [85]
     assert got["error"].startswith("Error: empty-wall.png:") or got["error"].startswith("Error: 'empty-wall.png"), got
     assert "face" in got["error"] and "GPU" not in got["error"]
 
