@@ -27,7 +27,7 @@ import gradio as gr
 from gradio_client import handle_file
 
 from faceprot import report
-from faceprot.cloak import PRESETS, STRENGTHS, PersonalMask, apply_mask, enroll
+from faceprot.cloak import DEFAULT_REFINE, PRESETS, STRENGTHS, PersonalMask, apply_mask, enroll
 from faceprot.disguise import OFFERED, diffusion
 from faceprot.disguise import STRENGTHS as DISGUISE_STRENGTHS
 from faceprot.disguise import disguise as disguise_photo
@@ -177,9 +177,6 @@ SURROGATE_CHOICES = {
 }
 
 BENCHMARKS_URL = "/gradio_api/file=" + str(HERE / "BENCHMARKS.md")
-
-#: per-photo refinement steps: the Apply tab's default, and how Protect applies the new mask to the selfie
-APPLY_REFINE = 10
 
 STRENGTH_INFO = ("low: invisible, barely protects. medium: hard to see, protects some photos. high: visible up "
                  "close, protects most. paper: the published setting, plainly visible. See the close-ups below.")
@@ -407,7 +404,7 @@ def _enroll_seconds(selfie, strength, names, seed, generator, remember_me, *_, *
     leaves room for a smaller GPU slice; and 1 s a step for the selfie's refinement."""
     iterations = PRESETS.get(strength, PRESETS["medium"])["iterations"]
     views = 40 if generator == "arc2face" else 5
-    return int(views + 10 + iterations + APPLY_REFINE + 15)
+    return int(views + 10 + iterations + DEFAULT_REFINE + 15)
 
 
 @dataclass
@@ -434,7 +431,7 @@ def _make_mask(selfie, strength, names, seed, generator, remember_me, device, pr
     progress(0.9, desc="Applying the mask to the selfie")
     # as *Apply my mask* applies it by default (10 refinement steps): the protected selfie a person
     # downloads, and its scores, are what they would get for any photo, not the bare universal mask
-    protected = apply_mask(located, result.mask, refine=APPLY_REFINE, seed=int(seed or 0), device=device)
+    protected = apply_mask(located, result.mask, refine=DEFAULT_REFINE, seed=int(seed or 0), device=device)
     progress(0.95, desc="Scoring before and after")
     scores = compare_photos(pic.rgb, protected.picture.rgb, surrogates=result.mask.surrogates, face_a=face)
     protected.deltas = [d.detach().cpu() for d in protected.deltas]  # a ZeroGPU worker pickles this back
@@ -924,7 +921,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 which = gr.Radio(["largest", "all", "me"], value="largest", label="Faces to protect",
                                  info="'me' needs a mask made with 'Store my face embedding' ticked "
                                       "(Protect my face, More settings).")
-                refine = gr.Slider(0, 10, value=APPLY_REFINE, step=1, label="Per-photo refinement steps",
+                refine = gr.Slider(0, 10, value=DEFAULT_REFINE, step=1, label="Per-photo refinement steps",
                                    info="0: your mask as it is (instant), the same on every photo, so "
                                         "whoever has one original and protected pair can estimate it "
                                         "and strip it from the rest. 10: each photo gets its own cloak "

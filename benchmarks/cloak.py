@@ -61,7 +61,7 @@ from faceprot.datasets import load_faceset
 from faceprot.errors import NoFaceError
 from faceprot.faces import find_faces
 from faceprot.io import load_image
-from faceprot.runtime import configure_threads
+from faceprot.runtime import DEFAULT_REFINE, configure_threads
 from faceprot.visibility import visibility
 
 
@@ -132,8 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="merge all shards of the run and write the report")
     ap.add_argument("--run", default=None, help="run name (default from the faces folder and mode)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--refine", type=int, default=10,
-                    help="per-photo refinement steps when a mask is applied (default 10: as the app's Apply tab "
+    ap.add_argument("--refine", type=int, default=DEFAULT_REFINE,
+                    help=f"per-photo refinement steps when a mask is applied (default {DEFAULT_REFINE}: as the app's Apply tab "
                          "and the CLI apply; 0 = the universal mask alone)")
     ap.add_argument("--reuse-only", action="store_true",
                     help="only the mask-reuse study (medium, both surrogates), per person (shardable, resumable)")

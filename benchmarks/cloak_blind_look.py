@@ -49,11 +49,11 @@ from faceprot.datasets import load_faceset  # noqa: E402
 from faceprot.errors import FaceprotError  # noqa: E402
 from faceprot.io import encode_png  # noqa: E402
 from faceprot.protect import locate  # noqa: E402
-from faceprot.runtime import configure_threads  # noqa: E402
+from faceprot.runtime import DEFAULT_REFINE, configure_threads  # noqa: E402
 
 SURROGATES = ["dlib-resnet", "mobilefacenet"]
 #: the Apply tab's default refinement
-REFINE = 10
+REFINE = DEFAULT_REFINE
 
 
 def pairs_of(folder: Path, people: int, start: int = 0, photos: int = 1) -> list[tuple[str, str, list[str]]]:

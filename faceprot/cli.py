@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import FaceprotError
+from .runtime import DEFAULT_REFINE
 
 
 def _cmd_models(args) -> int:
@@ -106,8 +107,8 @@ def _cmd_enroll(args) -> int:
         d.mkdir(parents=True, exist_ok=True)
         for name, img in result.teaching_maps().items():
             Image.fromarray(img).save(d / f"{name.split(' ')[0]}.png")
-        # as `faceprot apply` protects a photo by default (10 refinement steps)
-        (d / "protected-selfie.png").write_bytes(apply_mask(located, m, refine=10, seed=args.seed,
+        # as `faceprot apply` protects a photo by default
+        (d / "protected-selfie.png").write_bytes(apply_mask(located, m, refine=DEFAULT_REFINE, seed=args.seed,
                                                             device=args.device).png())
         print(f"teaching maps and the protected selfie written to {d}/")
     return 0
@@ -290,9 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", default="protected", help="output folder (default: protected/)")
     a.add_argument("--faces", default="largest",
                    help="largest (default), all, me (needs --remember-me at enrollment), or numbers like 0,2")
-    a.add_argument("--refine", type=int, default=10,
+    a.add_argument("--refine", type=int, default=DEFAULT_REFINE,
                    help="per-photo refinement steps: each photo's cloak becomes its own and keeps "
-                        "protecting if someone estimates the mask and subtracts it (default 10, "
+                        f"protecting if someone estimates the mask and subtracts it (default {DEFAULT_REFINE}, "
                         "about 1 s per face on a CPU; 0: the mask as it is, in milliseconds)")
     a.add_argument("--seed", type=int, default=0, help="seed of the refinement (default 0)")
     a.add_argument("--device", default="auto", help=DEVICE_HELP.replace("optimisation", "refinement"))

@@ -1,8 +1,14 @@
-"""Process-wide runtime choices (torch threads)."""
+"""Process-wide runtime choices (torch threads, the device) and the default per-photo refinement."""
 
 from __future__ import annotations
 
 import os
+
+#: per-photo refinement steps the app (Apply, and Protect on the selfie) and ``faceprot apply`` use
+#: by default (:func:`faceprot.cloak.apply_mask`'s ``refine``): each photo's cloak becomes its own
+#: and keeps protecting after the mask is stripped (BENCHMARKS.md, "Mask reuse"), at about 1.1-1.6 s
+#: a face on one CPU thread. Here, with nothing heavy imported, so the command line's help can use it.
+DEFAULT_REFINE = 10
 
 _CONFIGURED = False
 

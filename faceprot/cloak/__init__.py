@@ -7,11 +7,11 @@
     open("party-protected.png", "wb").write(protected.png())
 """
 
-from .apply import Protected, apply_mask
+from .apply import DEFAULT_REFINE, Protected, apply_mask
 from .enroll import PRESETS, STRENGTHS, Enrollment, config_for, enroll
 from .maskfile import MaskFileError, PersonalMask
 from .optimizer import CloakConfig
 from .perceptual import PerceptualBudget
 
-__all__ = ["enroll", "apply_mask", "PersonalMask", "MaskFileError", "Enrollment", "Protected",
+__all__ = ["enroll", "apply_mask", "DEFAULT_REFINE", "PersonalMask", "MaskFileError", "Enrollment", "Protected",
            "PRESETS", "STRENGTHS", "CloakConfig", "PerceptualBudget", "config_for"]

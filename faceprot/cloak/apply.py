@@ -23,7 +23,7 @@ from ..faces import Face, Selection, select_faces
 from ..io import Picture
 from ..protect import Located, Protected, as_picture, locate, protect_faces
 from ..recognizers import load_surrogate
-from ..runtime import resolve_device
+from ..runtime import DEFAULT_REFINE, resolve_device
 from .maskfile import PersonalMask
 from .optimizer import refine_delta
 
@@ -112,4 +112,4 @@ def _apply_perceptual(located: Located, mask: PersonalMask, base: torch.Tensor, 
                          paste=lambda out, i, d: paste_back(out, located.chosen[i].transform, d, gamut="scale"))
 
 
-__all__ = ["apply_mask", "Protected", "faces_that_are_me", "NoFaceError", "Picture"]
+__all__ = ["apply_mask", "DEFAULT_REFINE", "Protected", "faces_that_are_me", "NoFaceError", "Picture"]
