@@ -1,7 +1,8 @@
 """Close-ups of what each cloak strength looks like, for the app's strength help.
 
 Enrolls from one photo at every strength preset, ``paper`` included (seed 0, as the app does by
-default), applies the mask to that photo as the Protect tab does, and saves the same square around
+default), applies the mask to that photo as the Protect tab does (with the default per-photo
+refinement), and saves the same square around
 the eyes and nose at 100% (photo pixels, no resampling): ``original.png`` and ``<strength>.png``.
 
     python benchmarks/strength_closeups.py                       # examples/strengths/ from the example selfie
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from faceprot.cloak import PRESETS, apply_mask, enroll  # noqa: E402
 from faceprot.io import encode_png  # noqa: E402
 from faceprot.protect import locate  # noqa: E402
-from faceprot.runtime import configure_threads  # noqa: E402
+from faceprot.runtime import DEFAULT_REFINE, configure_threads  # noqa: E402
 
 
 def eye_square(face, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     save("original", located.picture.rgb)
     for preset in PRESETS:
         mask = enroll(located.picture, face=face, preset=preset, seed=args.seed).mask
-        save(preset, apply_mask(located, mask).picture.rgb)
+        save(preset, apply_mask(located, mask, refine=DEFAULT_REFINE, seed=args.seed).picture.rgb)
     return 0
 
 
