@@ -14,6 +14,8 @@ threshold. Probes in which an evaluator finds no face are counted separately.
     python benchmarks/cloak.py --faces ../shared/assets/faces/photos --people 0
     python benchmarks/cloak.py --frontier --people 10 --shard 1/2 --resume   # LFW tuning people 100-109
     python benchmarks/cloak.py --frontier --leave-one-out --report           # frontier.md, .json, .png
+    python benchmarks/cloak.py --frontier --acceptance --start 0 --people 100 --leave-one-out \
+        --shard 1/2 --resume --run lfw-acceptance      # issue 16's acceptance run: a clean checkout only
     python benchmarks/cloak.py --frontier --methods v2 --scales 1 --settings dlib-resnet,mobilefacenet \
         --set input_diversity=0.5 --run lfw-loo-di --people 20               # one transfer technique
 
@@ -177,6 +179,10 @@ def main(argv=None) -> int:
             args.start = TUNING_START if Path(args.faces).name == "lfw" else 0
         if Path(args.faces).name == "lfw" and args.start < TUNING_START and not args.acceptance and not args.report:
             ap.error(f"LFW people 0-{TUNING_START - 1} are issue 16's acceptance split; choose --start >= {TUNING_START}")
+        here = git_commit()
+        if args.acceptance and not args.report and (here == "unknown" or here.endswith("+dirty")):
+            ap.error(f"--acceptance measures one named commit, and this checkout is {here}: commit first, "
+                     "or run it from a clean worktree (git worktree add /tmp/acceptance <commit>)")
     args.start = args.start or 0
     args.reuse_settings = [k.strip() for k in args.reuse_settings.split(",") if k.strip()]
     for k in args.reuse_settings:
@@ -248,6 +254,15 @@ def main(argv=None) -> int:
         mine = plan[: args.sweep_people][i - 1::n]
     shard_file = out / f"{kind}-{i}-of-{n}.json"
     done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
+    if done and args.frontier:
+        before = json.loads(shard_file.read_text())["meta"].get("commit")
+        if before != meta["commit"]:
+            if args.acceptance:  # issue 16: the acceptance run happens once, with its commit named
+                ap.error(f"{shard_file} was measured at commit {before}, and this checkout is {meta['commit']}: resume it "
+                         f"from a worktree of {before} (git worktree add /tmp/acceptance {before})")
+            print(f"warning: {shard_file.name} holds people measured at commit {before}; new people are measured at "
+                  f"{meta['commit']} (each record says which)", file=sys.stderr)
+            meta["commit"] = f"{before}; {meta['commit']}"
     have = {r["identity"] for r in done}
     for p in tqdm(mine, desc=f"people (shard {args.shard})", file=sys.stderr):
         if p["identity"] in have:
@@ -261,7 +276,7 @@ def main(argv=None) -> int:
             shard_file.write_text(json.dumps({"meta": meta, "people": done}))
             continue
         if args.frontier:
-            done.append(run_frontier(p, entries, ids, gallery, args, out / "images"))
+            done.append({**run_frontier(p, entries, ids, gallery, args, out / "images"), "commit": git_commit()})
             shard_file.write_text(json.dumps({"meta": meta, "people": done}))
             continue
         rec = run_person(p, entries, ids, gallery, args, out / "images")

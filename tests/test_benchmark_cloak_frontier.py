@@ -5,7 +5,8 @@
   identity when off, and that each reaches the optimiser;
 * ``cloak.py --frontier`` on one LFW tuning person, every method at two scales, refine 0 and 1,
   with the leave-one-out rows, then ``--resume`` and ``--report`` (table, JSON, PNG); ``--set``
-  reaches enrollment; the acceptance split (people 0-99) is refused.
+  reaches enrollment; the acceptance split (people 0-99) is refused without ``--acceptance``, and
+  ``--acceptance`` runs only on a clean checkout and resumes only at the commit it began at.
 """
 
 from __future__ import annotations
@@ -331,3 +332,52 @@ def _first_planned(faces):
     entries = load_faceset(faces)
     _, n_faces = gallery_embeddings(entries, RESULTS / "cache")
     return plan_people(entries, n_faces, 1, 0)[0]["identity"]
+
+
+def test_the_acceptance_run_measures_one_named_commit(monkeypatch, capsys):
+    """Issue 16: the acceptance run happens once, with its commit named. ``--acceptance`` refuses a
+    checkout with uncommitted changes, and refuses to resume a shard measured at another commit;
+    each record names its commit. A tuning run resumed at another commit only warns, and its meta
+    names both commits."""
+    faces = shared_path("assets", "faces", "lfw")
+    entries = json.loads((faces / "manifest.json").read_text())
+    ran = []
+
+    def record(p, *a, **k):
+        ran.append(p["identity"])
+        return {"identity": p["identity"], "probes": [], "frontier": []}
+
+    monkeypatch.setattr(cloak, "run_frontier", record)
+    # the plan needs only the face counts: every photo one face (no detector run, no gallery cache)
+    monkeypatch.setattr(cloak, "gallery_embeddings", lambda e, cache: ({}, np.ones(len(e), int)))
+    out = _fresh("smoke-acceptance")
+    argv = ["--faces", str(faces), "--frontier", "--acceptance", "--start", "0", "--run", "smoke-acceptance", "--resume"]
+    order = list(dict.fromkeys(e["identity"] for e in entries))
+
+    monkeypatch.setattr(cloak, "git_commit", lambda: "0123456789+dirty")
+    with pytest.raises(SystemExit):
+        cloak.main(argv + ["--people", "1"])
+    assert "commit first" in capsys.readouterr().err and ran == []
+
+    monkeypatch.setattr(cloak, "git_commit", lambda: "0123456789")
+    assert cloak.main(argv + ["--people", "1"]) == 0
+    d = json.loads((out / "frontier-1-of-1.json").read_text())
+    assert ran == [order[0]] and d["meta"]["commit"] == "0123456789" and d["people"][0]["commit"] == "0123456789"
+
+    monkeypatch.setattr(cloak, "git_commit", lambda: "abcdefabcd")
+    with pytest.raises(SystemExit):
+        cloak.main(argv + ["--people", "2"])
+    assert "measured at commit 0123456789" in capsys.readouterr().err and ran == [order[0]]
+
+    # a tuning run (no --acceptance) resumed at another commit: a warning, and both commits named
+    tuning = ["--faces", str(faces), "--frontier", "--run", "smoke-acceptance-tuning", "--resume"]
+    out2 = _fresh("smoke-acceptance-tuning")
+    monkeypatch.setattr(cloak, "git_commit", lambda: "0123456789")
+    assert cloak.main(tuning + ["--people", "1"]) == 0
+    monkeypatch.setattr(cloak, "git_commit", lambda: "abcdefabcd")
+    capsys.readouterr()
+    assert cloak.main(tuning + ["--people", "2"]) == 0
+    assert "measured at commit 0123456789" in capsys.readouterr().err
+    d = json.loads((out2 / "frontier-1-of-1.json").read_text())
+    assert ran[1:] == order[100:102] and d["meta"]["commit"] == "0123456789; abcdefabcd"
+    assert [r["commit"] for r in d["people"]] == ["0123456789", "abcdefabcd"]
