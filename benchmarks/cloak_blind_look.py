@@ -4,7 +4,9 @@
 Protect tab: largest face, seed 0, both surrogates, the preset's strength) and applied to another
 photo of them (the Apply tab: largest face, 10 refinement steps). Each pair is that other photo
 clean and protected. Both go through the same PNG writer (:func:`faceprot.io.encode_png`), under
-random names, in a random order within the pair, with the pairs of every preset shuffled together.
+random names, in a random order within the pair, with the pairs of every preset shuffled together;
+then both files of each pair and view are padded to the same size (:func:`same_size`: a noisier
+picture is a larger PNG) and every picture gets the same modification time.
 Each photo is written twice: at 100% (a square around the face in the photo's own pixels, no
 resampling, at most ``--crop`` px wide) and at page size (the whole photo fitted into ``--page`` px, area resampling; a photo
 already smaller stays as it is). The reviewer's folder holds the pictures and ``sheet.md`` only;
@@ -30,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -104,6 +109,31 @@ def page_size(rgb: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
 
 
+#: the padding chunk's type: ancillary, private, safe to copy (PNG 1.2, 3.3); viewers skip it
+PAD_CHUNK = b"paDd"
+#: every picture's modification time (seconds since the epoch): a listing tells no version apart
+STAMP = 1_700_000_000
+
+
+def same_size(pngs: list[bytes]) -> list[bytes]:
+    """The PNGs, each with one padding chunk before its IEND, so that all have the same length.
+
+    A noisier picture compresses worse, so the protected version of a pair is the larger file and a
+    file listing would give it away. Every PNG gets the chunk (the larger one a short one), so the
+    two files of a pair differ only in their pixels; the pixels are untouched."""
+    iend = 12  # the IEND chunk: length, type, CRC
+    for b in pngs:
+        if b[-iend:] != b"\x00\x00\x00\x00IEND\xaeB`\x82":
+            raise ValueError("not a PNG that ends in its IEND chunk")
+    target = max(len(b) for b in pngs) + 12 + 16  # the largest gets 16 bytes of padding
+    out = []
+    for b in pngs:
+        data = bytes(target - len(b) - 12)
+        chunk = struct.pack(">I", len(data)) + PAD_CHUNK + data + struct.pack(">I", zlib.crc32(PAD_CHUNK + data))
+        out.append(b[:-iend] + chunk + b[-iend:])
+    return out
+
+
 def make(args) -> int:
     configure_threads()
     out, key_dir = Path(args.out), Path(args.key)
@@ -156,10 +186,12 @@ def make(args) -> int:
         versions = [it["protected"], it["clean"]] if first_protected else [it["clean"], it["protected"]]
         names = {}
         x0, y0, x1, y1 = it["square"]
-        for v, rgb in enumerate(versions, 1):
-            for view, pic in (("100%", rgb[y0:y1, x0:x1]), ("page", page_size(rgb, args.page))):
+        for view in ("100%", "page"):
+            pics = [rgb[y0:y1, x0:x1] if view == "100%" else page_size(rgb, args.page) for rgb in versions]
+            # one PNG writer for both, then the same file size (a noisier picture is a larger file)
+            for v, data in enumerate(same_size([encode_png(np.ascontiguousarray(pic)) for pic in pics]), 1):
                 fname = f"{secrets.token_hex(6)}.png"
-                (out / fname).write_bytes(encode_png(np.ascontiguousarray(pic)))
+                (out / fname).write_bytes(data)
                 names[(v, view)] = fname
         page_lines.append(f"- pair {k}: 1 = `{names[(1, 'page')]}`, 2 = `{names[(2, 'page')]}`")
         full_lines.append(f"- pair {k}: 1 = `{names[(1, '100%')]}`, 2 = `{names[(2, '100%')]}`")
@@ -174,6 +206,8 @@ def make(args) -> int:
              "ones still at hand.", "", "## Part 1: page size", "", *page_lines, "",
              "## Part 2: at 100%", "", *full_lines]
     (out / "sheet.md").write_text("\n".join(sheet) + "\n")
+    for f in out.glob("*.png"):  # nor do the files' times tell the order they were written in
+        os.utime(f, (STAMP, STAMP))
     (key_dir / "key.json").write_text(json.dumps({"presets": args.presets, "refine": REFINE, "page": args.page,
                                                   "pairs": key}, indent=1))
     print(f"{len(items)} pairs: {out / 'sheet.md'}; key: {key_dir / 'key.json'}")

@@ -47,8 +47,11 @@ def test_make_then_score(tmp_path, faceprot_threads):
         assert max(full[0].shape[:2]) <= 300  # the 100% square, at most --crop wide
         if p["source"] == "real-size":  # this face is wider than that: its central part, cut at --crop
             assert full[0].shape[:2] == (300, 300)
-        # the two versions differ, in both views
+        # the two versions differ, in both views, but not in their files' sizes or times
         assert not np.array_equal(full[0], full[1]) and not np.array_equal(page[0], page[1])
+        for line in (page_line, full_line):
+            stats = [(out / f).stat() for f in re.findall(r"`(\w+\.png)`", line)]
+            assert stats[0].st_size == stats[1].st_size and stats[0].st_mtime == stats[1].st_mtime
     assert sheet.index("Part 1: page size") < sheet.index("Part 2: at 100%")
     # score: all right (a flat answer counts as the final one), then page and full apart
     right = {n: p["protected"] for n, p in k["pairs"].items()}
@@ -70,3 +73,27 @@ def test_make_then_score(tmp_path, faceprot_threads):
         cloak_blind_look.main(["score", "--answers", str(tmp_path / "c.json"), "--key", str(key)])
     with pytest.raises(SystemExit):
         cloak_blind_look.main(["make", "--out", str(out), "--key", str(out / "k"), "--lfw", "1", "--real", "0"])
+
+
+def test_same_size_pads_without_touching_the_pixels():
+    """A noisier picture compresses worse; padding makes a pair's files equally long, and every
+    reader still gets the same pixels (the chunk is a valid ancillary one, its CRC checked)."""
+    import io
+
+    from PIL import Image
+
+    from faceprot.io import encode_png
+
+    rng = np.random.default_rng(0)
+    smooth = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (48, 1, 3))
+    noisy = np.clip(smooth.astype(int) + rng.integers(-3, 4, smooth.shape), 0, 255).astype(np.uint8)
+    raw = [encode_png(smooth), encode_png(noisy)]
+    assert len(raw[0]) < len(raw[1])  # the giveaway padding removes
+    padded = cloak_blind_look.same_size(raw)
+    assert len(padded[0]) == len(padded[1]) > len(raw[1])
+    for data, rgb in zip(padded, (smooth, noisy)):
+        Image.open(io.BytesIO(data)).verify()  # checks every chunk's CRC
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb)
+        assert data.count(cloak_blind_look.PAD_CHUNK) == 1
+    with pytest.raises(ValueError, match="PNG"):
+        cloak_blind_look.same_size([raw[0], b"not a png"])
