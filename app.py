@@ -178,8 +178,9 @@ SURROGATE_CHOICES = {
 
 BENCHMARKS_URL = "/gradio_api/file=" + str(HERE / "BENCHMARKS.md")
 
-STRENGTH_INFO = ("low: invisible, barely protects. medium: hard to see, protects some photos. high: visible up "
-                 "close, protects most. paper: the published setting, plainly visible. See the close-ups below.")
+STRENGTH_INFO = ("low: fainter than medium, barely protects. medium: hard to see, protects some photos. "
+                 "high: visible up close, protects most. paper: the published setting, plainly visible. "
+                 "See the close-ups below.")
 
 STRENGTH_HELP = f"""
 **How strong, and how visible?** Stronger masks hide you from more recognizers and show more. The
@@ -187,7 +188,7 @@ close-ups below are the example selfie at 100%, made as this page makes them. lo
 change mostly brightness, more in texture (hair, brows, skin grain) than on smooth skin, very
 little colour, almost nothing in the eyes and nothing in the background beside your head.
 
-- **low** is invisible and barely protects.
+- **low** is fainter than medium (0.7x its budget; not itself in a blind look) and barely protects.
 - **medium** (the default) is chosen to be hard to see: in a blind test a reviewer shown a clean
   and a medium photo side by side, who saw no difference in any pair, picked the protected one in
   9 of 20 pairs (chance is 10), while picking *paper*'s in 20 of 20. It protects far less than
@@ -903,10 +904,11 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         shown.success(lambda: "", None, protect_status, queue=False, api_name=False)  # an old error goes
 
     with gr.Tab("Apply my mask"):
-        gr.Markdown("Protect new photos of yourself with your saved mask. Only a square around each "
-                    "protected face changes (the face, hair and a margin of background, where the "
-                    "cloak's grain can show); every pixel outside it is left exactly as it was. "
-                    "Outputs are lossless PNG.")
+        gr.Markdown("Protect new photos of yourself with your saved mask. Only each protected face "
+                    "changes: with low, medium and high the head (face, forehead and hair), with paper "
+                    "and masks made before cloak v2's head-only budget a square around it, background "
+                    "included, where the cloak's grain can show. Every other pixel is left exactly as "
+                    "it was. Outputs are lossless PNG.")
         apply_verdict = gr.Markdown(render=False)
         apply_table = gr.HTML(css_template=report.TABLE_CSS, render=False)
         apply_records = gr.JSON(visible=False, render=False)

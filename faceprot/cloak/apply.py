@@ -60,9 +60,12 @@ def apply_mask(photo, mask: PersonalMask, faces: Selection | Sequence[Face] = "l
             A universal mask is the same on every photo: from one clean/protected pair of the
             person it can be estimated and subtracted from all their other photos. Refinement
             makes each photo's delta its own and, with ``strip_weight``, keeps it protective
-            after that subtraction. On two 20-person LFW slices (BENCHMARKS.md, "Mask reuse"),
-            10 steps kept 77-100% of photos protected after the subtraction, against 0-2% with no
-            refinement, at about 1.1 s per face on one CPU thread.
+            after that subtraction. On 20-person LFW slices (BENCHMARKS.md, "Mask reuse"), with
+            10 steps 77-100% of photos stayed protected after the subtraction with ``paper``
+            masks, and at medium about three fifths of those it protected (32 / 51 / 9% of
+            photos after the attack, from 55 / 75 / 16%; dlib-cpp / dlib-resnet /
+            mobilefacenet), against 0-2% with no refinement; about 1.1 s per face on one CPU
+            thread.
         strip_weight: weight of the "mask subtracted" copy in the refinement loss (see
             :func:`~faceprot.cloak.optimizer.refine_delta`); 0 refines the photo as posted only.
         seed: seeds the refinement's random start (face i uses seed + i).

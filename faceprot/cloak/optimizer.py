@@ -48,7 +48,7 @@ class CloakConfig:
     self_weight: float = 6.0  # weight of the push away from the person's own clean embedding
     momentum: float = 0.0  # MI-FGSM-style momentum on the normalised gradient (0 = plain PGD)
     # Beyond the paper, for a mask that carries over from the selfie's views to other photos of
-    # the person. Measured on 20 LFW people (medium, both surrogates; BENCHMARKS.md "Tuning"):
+    # the person. Measured on 20 LFW people (v1's medium box, now ``paper``; both surrogates; BENCHMARKS.md "Tuning"):
     # with the ensemble weight below, they raised top-1 PSR from 79 / 79 / 46% (dlib-cpp /
     # dlib-resnet / mobilefacenet) to 88 / 92 / 76% at 1.0 dB lower face PSNR, and on 20
     # held-out people from 73 / 73 / 42% to 80 / 89 / 76%.

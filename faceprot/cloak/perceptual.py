@@ -54,7 +54,7 @@ class PerceptualBudget:
     #: canonical px around the eye polygons: issue 16's eye region (3 photo px) is 5-6 canonical px
     #: on LFW faces (1.6-1.9 canonical px per photo px); wider on real-size photos, where it is < 1
     eye_dilate: int = 6
-    step_fraction: float = 0.25  # PGD step as a share of each pixel's budget (medium: 2/255 of 8/255)
+    step_fraction: float = 0.25  # PGD step as a share of each pixel's budget (as paper's: 2/255 of its 8/255)
     #: > 0: texture is absolute fine detail, not relative contrast: the local RMS (over the
     #: texture_sigma window) of the luminance minus its Gaussian blur (sigma 1 canonical px), over
     #: this level ([0, 1] units), clipped. Smooth shading then counts as flat, and a blurry face
@@ -64,7 +64,8 @@ class PerceptualBudget:
     #: canonical px: the hull of the 68 points and of the brows raised by 0.6 of the brow-to-chin
     #: height (forehead and hair), dilated by this margin. The background beside the head is left
     #: as it is: on large photos, a faint cue in blind looks (16 of 20 picked with it, 3 of 10
-    #: without), for 1-3 points of top-1 PSR (BENCHMARKS.md, "Cloak v2"). 0: the whole canonical
+    #: without), for 0-3 points of top-1 PSR on LFW (6-8 on dlib after a JPEG re-save at medium;
+    #: 2-9 for high on the real-size photos; BENCHMARKS.md, "Cloak v2"). 0: the whole canonical
     #: square, as every v2 mask made before it (their files read as 0).
     head_margin: float = 16.0
 
