@@ -15,7 +15,8 @@ threshold. Probes in which an evaluator finds no face are counted separately.
     python benchmarks/cloak.py --frontier --people 10 --shard 1/2 --resume   # LFW tuning people 100-109
     python benchmarks/cloak.py --frontier --leave-one-out --report           # frontier.md, .json, .png
     python benchmarks/cloak.py --frontier --acceptance --start 0 --people 100 --leave-one-out \
-        --shard 1/2 --resume --run lfw-acceptance      # issue 16's acceptance run: a clean checkout only
+        --scales 0.5,0.75,1,1.5,2 --shard 1/2 --resume --run lfw-acceptance   # issue 16's, clean checkouts only
+    python benchmarks/cloak.py --frontier --acceptance --report --run lfw-acceptance  # + acceptance.md: the bars
     python benchmarks/cloak.py --frontier --methods v2 --scales 1 --settings dlib-resnet,mobilefacenet \
         --set input_diversity=0.5 --run lfw-loo-di --people 20               # one transfer technique
 
@@ -27,7 +28,8 @@ This file is the command line and one person's run (``run_person``); the parts s
 ``cloak_sweeps.py``, ``cloak_timing.py`` (apply cost), ``cloak_report.py`` (summary, tables,
 plots, the ``--quick`` bar) and ``cloak_frontier.py`` (``--frontier``: top-1 PSR against face
 PSNR and CIEDE2000 per method and budget scale, issue 16; on LFW it runs on the tuning people
-100-199 unless ``--acceptance``).
+100-199 unless ``--acceptance``), with ``cloak_acceptance.py`` (issue 16's bars, read off an
+acceptance run by ``--frontier --acceptance --report``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 from tqdm import tqdm
 
 from _common import RESULTS, SHARED_FACES, git_commit, level
+from cloak_acceptance import acceptance_bars, acceptance_markdown
 from cloak_frontier import LEAVE_ONE_OUT, METHODS, REFINES, SCALES, TUNING_START, frontier_markdown, frontier_plot, \
     run_frontier, summarise_frontier
 from cloak_baselines import ReleasedCodeCloak, noise_baseline, per_image_pgd
@@ -155,7 +158,10 @@ def main(argv=None) -> int:
                     "enrollment, key=value (a transfer technique: input_diversity=0.5, model_dropout=0.1, ...)")
     fr.add_argument("--v2", nargs="*", default=[], help="v2's perceptual budget at scale 1, key=value in place of "
                     "its defaults (budgets in [0, 1] units or as N/255; the budgets are scaled by each scale)")
-    fr.add_argument("--acceptance", action="store_true", help="allow LFW people 0-99 (issue 16's acceptance split)")
+    fr.add_argument("--acceptance", action="store_true", help="allow LFW people 0-99 (issue 16's acceptance split); "
+                    "with --report, also acceptance.md: issue 16's bars read off the run")
+    fr.add_argument("--merge", default="", help="with --report: other runs whose frontier shards join this report "
+                    "(comma-separated run names; e.g. v1 at lower budgets, measured at the same commit)")
     args = ap.parse_args(argv)
     if args.frontier:
         args.methods = [m for m in args.methods.split(",") if m]
@@ -211,7 +217,11 @@ def main(argv=None) -> int:
         meta.update(commit=git_commit(), apply_refine=args.refine)
 
     if args.report and args.frontier:
-        return frontier_report(out, meta)
+        extra = [RESULTS / "cloak" / r for r in args.merge.split(",") if r]
+        for d in extra:
+            if not any(d.glob("frontier-*-of-*.json")):
+                ap.error(f"--merge: {d} holds no frontier shards")
+        return frontier_report(out, meta, acceptance=args.acceptance, merge=extra)
     if args.report:
         records, metas = [], []
         for f in sorted(out.glob("shard-*.json")) + sorted(out.glob("sweeps-*.json")) + sorted(out.glob("reuse-*.json")):
@@ -304,11 +314,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def frontier_report(out: Path, meta: dict) -> int:
-    """Merge the run's frontier shards: frontier.json, frontier.md and frontier.png."""
-    records, metas = [], []
-    for f in sorted(out.glob("frontier-*-of-*.json")):
+def frontier_report(out: Path, meta: dict, acceptance: bool = False, merge: list[Path] = ()) -> int:
+    """Merge the run's frontier shards (and those of the ``merge`` runs): frontier.json, frontier.md
+    and frontier.png; with ``acceptance``, also acceptance.md: issue 16's bars read off the run
+    (``cloak_acceptance``)."""
+    records, metas, seen = [], [], {}
+    for f in sorted(out.glob("frontier-*-of-*.json")) + sorted(g for d in merge for g in d.glob("frontier-*-of-*.json")):
         d = json.loads(f.read_text())
+        for r in d["people"]:  # a point of a person measured twice would count twice: refused
+            for e in r.get("frontier", []):
+                k = (r["identity"], e["method"], float(e["scale"]), e["setting"], int(e["refine"]))
+                if k in seen:
+                    raise SystemExit(f"{k} is in both {seen[k]} and {f}: merge runs that measured different points")
+                seen[k] = f
         records += d["people"]
         metas.append(d["meta"])
     if metas:  # the report describes the runs that made the shards, not this merge
@@ -321,6 +339,10 @@ def frontier_report(out: Path, meta: dict) -> int:
     if not frontier_plot(s, out / "frontier.png"):
         print("matplotlib is not installed: no frontier.png", file=sys.stderr)
     print(md)
+    if acceptance:
+        bars = acceptance_markdown(acceptance_bars(records, s), meta)
+        (out / "acceptance.md").write_text(bars)
+        print(bars)
     return 0
 
 

@@ -280,6 +280,12 @@ def test_frontier_mode_runs_resumes_and_reports(capsys, faceprot_threads):
     assert capsys.readouterr().out == (out / "frontier.md").read_text() + "\n"
     png = load_image(out / "frontier.png").rgb
     assert png.shape[0] > 400 and png.std() > 10  # a drawn figure, not a blank one
+    # --acceptance --report: the bars too (this smoke run has no refine-10 medium: said, not guessed)
+    assert cloak.main(["--frontier", "--report", "--acceptance", "--run", "smoke-frontier"]) == 0
+    bars = (out / "acceptance.md").read_text()
+    assert "| medium (v2 at 0.5, refine 10) | not in this run |" in bars and "v2 - v1, top-1 PSR points" in bars
+    with pytest.raises(SystemExit):  # --merge of a run with no shards
+        cloak.main(["--frontier", "--report", "--run", "smoke-frontier", "--merge", "smoke-no-such-run"])
 
     # --set reaches enrollment: heavy dropout on dlib-resnet makes another mask
     argv2 = ["--faces", str(faces), "--frontier", "--people", "1", "--methods", "v2", "--scales", "1", "--refines", "0",
@@ -381,3 +387,87 @@ def test_the_acceptance_run_measures_one_named_commit(monkeypatch, capsys):
     d = json.loads((out2 / "frontier-1-of-1.json").read_text())
     assert ran[1:] == order[100:102] and d["meta"]["commit"] == "0123456789; abcdefabcd"
     assert [r["commit"] for r in d["people"]] == ["0123456789", "abcdefabcd"]
+
+
+# --- issue 16's bars, read off a run (cloak_acceptance) -------------------------------------------
+
+
+def _entry(method, scale, setting, refine, psnr, psr, n=20, eye_p95=0.6, jpeg=None):
+    """A frontier entry of n probes at face PSNR ``psnr`` whose first round(psr * n) are hidden from
+    every evaluator that scores the setting (and, after the JPEG re-save, the first round(jpeg * n))."""
+    hidden, hidden_jpeg = round(psr * n), round((psr if jpeg is None else jpeg) * n)
+    rows = []
+    for i in range(n):
+        vis = dict(psnr_face=psnr, ssim_face=0.95, de_face_mean=0.5, de_face_p95=1.0, de_eye_mean=0.3, de_eye_p95=eye_p95)
+        rows.append({"probe": f"p{i}", "vis": vis,
+                     "scores": {ev: {"found": True, "top1": i < hidden} for ev in fr.scored_by(setting)},
+                     "jpeg75": {ev: {"found": True, "top1": i < hidden_jpeg} for ev in fr.scored_by(setting)}})
+    return {"method": method, "scale": scale, "setting": setting, "refine": refine, "enroll_s": 5.0, "rows": rows}
+
+
+def test_acceptance_bars_read_the_strict_way():
+    import cloak_acceptance as ca
+
+    assert ca.MEDIUM_SCALE == 0.5
+    e = []
+    for refine, gain in ((10, 0.20), (0, 0.05)):  # v2 ahead by 20 points with refine 10, by 5 without
+        for scale, psnr, psr in ((0.5, 38, 0.5), (1.0, 34, 0.7), (1.5, 30, 0.9)):  # v1: 60% at 36 dB, 70% at 34
+            e.append(_entry("v1", scale, "both", refine, psnr, psr))
+        e += [_entry("v2", 0.5, "both", refine, 42, 0.4, jpeg=0.3),
+              _entry("v2", 1.0, "both", refine, 37, 0.6 + gain),  # 36 dB: interpolated with the next
+              _entry("v2", 1.5, "both", refine, 33, 0.7 + gain)]
+        for scale, psnr in ((0.5, 38), (1.0, 34), (1.5, 30)):  # leave-one-out: v1 at 30-38 dB only
+            e += [_entry("v1", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v1", scale, "mobilefacenet", refine, psnr, 0.2)]
+        for scale, psnr in ((0.5, 42), (1.0, 37), (1.5, 33)):
+            e += [_entry("v2", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v2", scale, "mobilefacenet", refine, psnr, 0.25)]
+    records = [{"identity": "a", "frontier": e}]
+    bars = {b["bar"]: b for b in ca.acceptance_bars(records, fr.summarise_frontier(records))}
+
+    def bar(start):
+        (b,) = [b for k, b in bars.items() if k.startswith(start)]
+        return b
+
+    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 10")["met"] is True
+    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 10")["measured"] == \
+        "at 34 dB: +17.5 / +17.5 / +17.5; at 36 dB: +22.5 / +22.5 / +22.5"  # interpolated on both frontiers
+    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 0")["met"] is False  # +2.5 and +7.5 < +10
+    assert bar("medium: face PSNR")["met"] is True and "42.00 dB over 20 photos" in bar("medium: face PSNR")["measured"]
+    assert bar("medium: eye-region")["met"] is True
+    assert bar("medium: top-1 PSR >= 75%")["met"] is False and bar("medium: top-1 PSR >= 75%")["measured"] == "40.0 / 40.0 / 40.0"
+    assert bar("medium: top-1 PSR >= 65% after")["measured"] == "30.0 / 30.0 / 30.0"
+    # twice nothing is nothing: 0% against v1's 0% does not meet "at least twice v1's"
+    assert bar("leave-one-out, dlib-resnet only -> mobilefacenet, refine 10")["met"] is False
+    # v2 ahead at 34 and 36 dB, but v1 was not measured at medium's 42 dB: not met, not failed
+    loo = bar("leave-one-out, mobilefacenet only -> dlib-cpp, refine 10")
+    assert loo["met"] is None and "v1 not measured at this PSNR" in loo["measured"]
+    md = ca.acceptance_markdown(list(bars.values()), {"run": "r", "commit": "abc"})
+    assert "| **no** |" in md and "| yes |" in md and "not measured" in md and "commit abc" in md
+
+    # the visibility limits hold photo by photo: one photo's eye p95 over 5 fails the bar
+    e2 = [x for x in e if (x["method"], x["scale"], x["setting"], x["refine"]) != ("v2", 0.5, "both", 10)]
+    e2.append(_entry("v2", 0.5, "both", 10, 42, 0.4, eye_p95=5.5))
+    e2[-1]["rows"][1:] = [dict(r, vis=dict(r["vis"], de_eye_p95=0.6)) for r in e2[-1]["rows"][1:]]
+    records2 = [{"identity": "a", "frontier": e2}]
+    eye = next(b for b in ca.acceptance_bars(records2, fr.summarise_frontier(records2)) if b["bar"].startswith("medium: eye"))
+    assert eye["met"] is False and "largest photo 5.50" in eye["measured"]
+
+
+def test_acceptance_report_merges_runs_and_refuses_a_point_measured_twice(tmp_path, capsys):
+    """``--frontier --acceptance --report --merge RUN``: acceptance.md from this run and another
+    (v1 at budgets the first did not measure); the same point of the same person twice is refused."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    run.mkdir()
+    other.mkdir()
+    meta = {"commit": "abc", "date": "2026-12-05", "machine": "m", "command": "c", "faces": "f", "people_range": "p"}
+    v2 = [_entry("v2", s, "both", 10, db, psr) for s, db, psr in ((0.5, 42, 0.4), (1.0, 36, 0.9), (1.5, 33, 0.95))]
+    v1 = [_entry("v1", s, "both", 10, db, psr) for s, db, psr in ((0.5, 38, 0.5), (1.0, 33, 0.8))]
+    (run / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v2}]}))
+    (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v1}]}))
+    assert cloak.frontier_report(run, {"run": "run"}, acceptance=True, merge=[other]) == 0
+    md = (run / "acceptance.md").read_text()
+    assert "measured at commit abc" in md and "at 34 dB: +" in md  # v1's points came from the other run
+    s = json.loads((run / "frontier.json").read_text())["summary"]
+    assert {(p["method"], p["scale"]) for p in s["points"]} == {("v2", 0.5), ("v2", 1.0), ("v2", 1.5), ("v1", 0.5), ("v1", 1.0)}
+    (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v2}]}))
+    with pytest.raises(SystemExit, match="merge runs that measured different points"):
+        cloak.frontier_report(run, {"run": "run"}, acceptance=True, merge=[other])
