@@ -340,7 +340,9 @@ def frontier_report(out: Path, meta: dict, acceptance: bool = False, merge: list
         print("matplotlib is not installed: no frontier.png", file=sys.stderr)
     print(md)
     if acceptance:
-        bars = acceptance_markdown(acceptance_bars(records, s), meta)
+        overrides = "; ".join(sorted({json.dumps({**m.get("overrides", {}), **m.get("v2", {})}, sort_keys=True)
+                                      for m in metas if m.get("overrides") or m.get("v2")}))
+        bars = acceptance_markdown(acceptance_bars(records), meta, s["people"], overrides)
         (out / "acceptance.md").write_text(bars)
         print(bars)
     return 0

@@ -283,7 +283,8 @@ def test_frontier_mode_runs_resumes_and_reports(capsys, faceprot_threads):
     # --acceptance --report: the bars too (this smoke run has no refine-10 medium: said, not guessed)
     assert cloak.main(["--frontier", "--report", "--acceptance", "--run", "smoke-frontier"]) == 0
     bars = (out / "acceptance.md").read_text()
-    assert "| medium (v2 at 0.5, refine 10) | not in this run |" in bars and "v2 - v1, top-1 PSR points" in bars
+    assert "| medium (v2 at 0.5, refine 10) | not in this run |" in bars and "v2 beats v1 by >= 10 points" in bars
+    assert "Not the acceptance configuration" in bars  # its --set iterations=1 n_views=1
     with pytest.raises(SystemExit):  # --merge of a run with no shards
         cloak.main(["--frontier", "--report", "--run", "smoke-frontier", "--merge", "smoke-no-such-run"])
 
@@ -405,51 +406,119 @@ def _entry(method, scale, setting, refine, psnr, psr, n=20, eye_p95=0.6, jpeg=No
     return {"method": method, "scale": scale, "setting": setting, "refine": refine, "enroll_s": 5.0, "rows": rows}
 
 
+def _run(gain10=0.20, gain0=0.05):
+    """A run of one person: v1 and v2 on both surrogates and leave-one-out, refine 10 and 0. v1
+    (both) is 50 / 70 / 90% at 38 / 34 / 30 dB; v2 is ``gain`` ahead of it wherever both reach.
+    Leave-one-out: dlib-resnet only hides nothing with either method; mobilefacenet only hides 20%
+    (v1, 30-38 dB) and 25% (v2, 31-42 dB)."""
+    e = []
+    for refine, gain in ((10, gain10), (0, gain0)):
+        for scale, psnr, psr in ((0.5, 38, 0.5), (1.0, 34, 0.7), (1.5, 30, 0.9)):
+            e.append(_entry("v1", scale, "both", refine, psnr, psr))
+        # v2 on v1's line (linear: 0.5 at 38 dB, -5 points a dB) plus the gain, at its own PSNRs
+        e += [_entry("v2", 0.5, "both", refine, 42, 0.4, jpeg=0.3),
+              _entry("v2", 1.0, "both", refine, 36, 0.6 + gain),
+              _entry("v2", 1.5, "both", refine, 32, 0.8 + gain)]
+        for scale, psnr in ((0.5, 38), (1.0, 34), (1.5, 30)):
+            e += [_entry("v1", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v1", scale, "mobilefacenet", refine, psnr, 0.2)]
+        for scale, psnr in ((0.5, 42), (1.0, 37), (1.5, 31)):
+            e += [_entry("v2", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v2", scale, "mobilefacenet", refine, psnr, 0.25)]
+    return e
+
+
+def _bars(entries, people=("a",)):
+    import cloak_acceptance as ca
+
+    records = [{"identity": who, "frontier": entries} for who in people[:1]]
+    return {b["bar"]: b for b in ca.acceptance_bars(records)}
+
+
+def _bar(bars, start):
+    (b,) = [b for k, b in bars.items() if k.startswith(start)]
+    return b
+
+
 def test_acceptance_bars_read_the_strict_way():
     import cloak_acceptance as ca
 
     assert ca.MEDIUM_SCALE == 0.5
-    e = []
-    for refine, gain in ((10, 0.20), (0, 0.05)):  # v2 ahead by 20 points with refine 10, by 5 without
-        for scale, psnr, psr in ((0.5, 38, 0.5), (1.0, 34, 0.7), (1.5, 30, 0.9)):  # v1: 60% at 36 dB, 70% at 34
-            e.append(_entry("v1", scale, "both", refine, psnr, psr))
-        e += [_entry("v2", 0.5, "both", refine, 42, 0.4, jpeg=0.3),
-              _entry("v2", 1.0, "both", refine, 37, 0.6 + gain),  # 36 dB: interpolated with the next
-              _entry("v2", 1.5, "both", refine, 33, 0.7 + gain)]
-        for scale, psnr in ((0.5, 38), (1.0, 34), (1.5, 30)):  # leave-one-out: v1 at 30-38 dB only
-            e += [_entry("v1", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v1", scale, "mobilefacenet", refine, psnr, 0.2)]
-        for scale, psnr in ((0.5, 42), (1.0, 37), (1.5, 33)):
-            e += [_entry("v2", scale, "dlib-resnet", refine, psnr, 0.0), _entry("v2", scale, "mobilefacenet", refine, psnr, 0.25)]
-    records = [{"identity": "a", "frontier": e}]
-    bars = {b["bar"]: b for b in ca.acceptance_bars(records, fr.summarise_frontier(records))}
-
-    def bar(start):
-        (b,) = [b for k, b in bars.items() if k.startswith(start)]
-        return b
-
-    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 10")["met"] is True
-    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 10")["measured"] == \
-        "at 34 dB: +17.5 / +17.5 / +17.5; at 36 dB: +22.5 / +22.5 / +22.5"  # interpolated on both frontiers
-    assert bar("v2 - v1, top-1 PSR points at equal face PSNR, refine 0")["met"] is False  # +2.5 and +7.5 < +10
-    assert bar("medium: face PSNR")["met"] is True and "42.00 dB over 20 photos" in bar("medium: face PSNR")["measured"]
-    assert bar("medium: eye-region")["met"] is True
-    assert bar("medium: top-1 PSR >= 75%")["met"] is False and bar("medium: top-1 PSR >= 75%")["measured"] == "40.0 / 40.0 / 40.0"
-    assert bar("medium: top-1 PSR >= 65% after")["measured"] == "30.0 / 30.0 / 30.0"
+    bars = _bars(_run())
+    gain10 = _bar(bars, "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 10")
+    assert gain10["met"] is True
+    assert "dlib-cpp: 34 dB 90.0 vs 70.0 (+20.0), 36 dB 80.0 vs 60.0 (+20.0), least over 32.00-38.00 dB: +16.7 at 38.00 dB" \
+        in gain10["measured"]
+    assert _bar(bars, "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 0")["met"] is False
+    assert _bar(bars, "medium (v2 at 0.5, refine 10): face PSNR")["met"] is True
+    assert _bar(bars, "medium (v2 at 0.5, refine 10): eye-region")["met"] is True
+    psr = _bar(bars, "medium (v2 at 0.5, refine 10): top-1 PSR >= 75%")
+    assert psr["met"] is False and psr["measured"].startswith("40.0 / 40.0 / 40.0 (faces found: 20 of 20")
+    assert _bar(bars, "medium (v2 at 0.5, refine 10): top-1 PSR >= 65% after")["measured"] == "30.0 / 30.0 / 30.0"
     # twice nothing is nothing: 0% against v1's 0% does not meet "at least twice v1's"
-    assert bar("leave-one-out, dlib-resnet only -> mobilefacenet, refine 10")["met"] is False
+    assert _bar(bars, "leave-one-out, dlib-resnet only -> mobilefacenet, refine 10")["met"] is False
+    assert _bar(bars, "(the aim, not a bar)")["met"] is False
     # v2 ahead at 34 and 36 dB, but v1 was not measured at medium's 42 dB: not met, not failed
-    loo = bar("leave-one-out, mobilefacenet only -> dlib-cpp, refine 10")
+    loo = _bar(bars, "leave-one-out, mobilefacenet only -> dlib-cpp, refine 10")
     assert loo["met"] is None and "v1 not measured at this PSNR" in loo["measured"]
-    md = ca.acceptance_markdown(list(bars.values()), {"run": "r", "commit": "abc"})
+    # the mask alone is also held to the issue's own v1 figure: 68.9% at 32.04 dB, which 25% is not
+    loo0 = _bar(bars, "leave-one-out, mobilefacenet only -> dlib-cpp, refine 0")
+    assert loo0["met"] is False and "the issue's v1 figure 68.9 at 32.04 dB: v2 25.0" in loo0["measured"]
+    md = ca.acceptance_markdown(list(bars.values()), {"run": "r", "commit": "abc"}, 1)
     assert "| **no** |" in md and "| yes |" in md and "not measured" in md and "commit abc" in md
+    assert "Not the acceptance configuration" in ca.acceptance_markdown(list(bars.values()), {}, 1, '{"iterations": 1}')
+    assert "| yes |" not in ca.acceptance_markdown(list(bars.values()), {}, 1, '{"iterations": 1}')
 
+
+def test_acceptance_bars_count_what_the_gain_at_two_psnrs_hides():
+    """The weakest gain anywhere in 32-38 dB decides, not only 34 and 36 dB: v2 ahead by 20 points
+    there but level at 38 dB is not met."""
+    e = [x for x in _run() if not (x["method"] == "v2" and x["setting"] == "both" and x["refine"] == 10)]
+    e += [_entry("v2", 0.5, "both", 10, 42, 0.4), _entry("v2", 0.75, "both", 10, 38, 0.5),
+          _entry("v2", 1.0, "both", 10, 36, 0.8), _entry("v2", 1.5, "both", 10, 32, 1.0)]
+    b = _bar(_bars(e), "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 10")
+    assert b["met"] is False and "(+20.0)" in b["measured"] and "least over 32.00-38.00 dB: +0.0 at 38.00 dB" in b["measured"]
+
+
+def test_acceptance_bars_missing_or_unsound_figures_are_never_met():
+    base = _run()
+    # a run without refine 10 (as the app applies): its rows are there, not measured
+    only0 = [x for x in base if x["refine"] == 0]
+    b = _bars(only0)
+    assert _bar(b, "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 10")["met"] is None
+    assert _bar(b, "medium (v2 at 0.5, refine 10)")["measured"] == "not in this run"
+    # a probe in which an evaluator finds no face is not hidden: 1 face found of 20, hidden, is 5%
+    e = [x for x in base if (x["method"], x["scale"], x["setting"], x["refine"]) != ("v2", 0.5, "both", 10)]
+    med = _entry("v2", 0.5, "both", 10, 42, 1.0)
+    for r in med["rows"][1:]:
+        r["scores"] = {ev: {"found": False} for ev in r["scores"]}
+    psr = _bar(_bars(e + [med]), "medium (v2 at 0.5, refine 10): top-1 PSR >= 75%")
+    assert psr["met"] is False and psr["measured"].startswith("5.0 / 5.0 / 5.0 (faces found: 1 of 20")
+    # PSR bought with visibility does not count: a medium at 33.5 dB hiding 90% is not met
+    loud = _entry("v2", 0.5, "both", 10, 33.5, 0.9)
+    b = _bars(e + [loud])
+    assert _bar(b, "medium (v2 at 0.5, refine 10): face PSNR")["met"] is False
+    psr = _bar(b, "medium (v2 at 0.5, refine 10): top-1 PSR >= 75%")
+    assert psr["met"] is False and "outside the visibility limits" in psr["measured"]
     # the visibility limits hold photo by photo: one photo's eye p95 over 5 fails the bar
-    e2 = [x for x in e if (x["method"], x["scale"], x["setting"], x["refine"]) != ("v2", 0.5, "both", 10)]
-    e2.append(_entry("v2", 0.5, "both", 10, 42, 0.4, eye_p95=5.5))
-    e2[-1]["rows"][1:] = [dict(r, vis=dict(r["vis"], de_eye_p95=0.6)) for r in e2[-1]["rows"][1:]]
-    records2 = [{"identity": "a", "frontier": e2}]
-    eye = next(b for b in ca.acceptance_bars(records2, fr.summarise_frontier(records2)) if b["bar"].startswith("medium: eye"))
-    assert eye["met"] is False and "largest photo 5.50" in eye["measured"]
+    one = _entry("v2", 0.5, "both", 10, 42, 0.4)
+    one["rows"][0]["vis"] = dict(one["rows"][0]["vis"], de_eye_p95=5.5)
+    eye = _bar(_bars(e + [one]), "medium (v2 at 0.5, refine 10): eye-region")
+    assert eye["met"] is False and "largest 5.50" in eye["measured"]
+    # a frontier whose PSNR does not fall as the budget grows is not interpolated
+    bent = [x for x in base if not (x["method"] == "v2" and x["setting"] == "both" and x["refine"] == 0)]
+    bent += [_entry("v2", 0.5, "both", 0, 40, 0.4), _entry("v2", 1.0, "both", 0, 41, 0.9), _entry("v2", 1.5, "both", 0, 32, 1.0)]
+    b = _bar(_bars(bent), "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 0")
+    assert b["met"] is None and "does not fall with the budget" in b["measured"]
+
+
+def test_acceptance_bars_compare_only_the_same_people():
+    """Runs joined by --merge: v1's points of other people are not compared with v2's."""
+    import cloak_acceptance as ca
+
+    v2 = [x for x in _run() if x["method"] == "v2"]
+    v1 = [x for x in _run() if x["method"] == "v1"]
+    bars = {b["bar"]: b for b in ca.acceptance_bars([{"identity": "a", "frontier": v2}, {"identity": "b", "frontier": v1}])}
+    b = _bar(bars, "v2 beats v1 by >= 10 points of top-1 PSR at equal face PSNR, every evaluator, refine 10")
+    assert b["met"] is None and "different people" in b["measured"]
 
 
 def test_acceptance_report_merges_runs_and_refuses_a_point_measured_twice(tmp_path, capsys):
@@ -465,7 +534,8 @@ def test_acceptance_report_merges_runs_and_refuses_a_point_measured_twice(tmp_pa
     (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v1}]}))
     assert cloak.frontier_report(run, {"run": "run"}, acceptance=True, merge=[other]) == 0
     md = (run / "acceptance.md").read_text()
-    assert "measured at commit abc" in md and "at 34 dB: +" in md  # v1's points came from the other run
+    assert "measured at commit abc" in md and "34 dB 93.3 vs 74.0 (+19.3)" in md  # v1's points from the other run
+    assert "people in the records: 1" in md
     s = json.loads((run / "frontier.json").read_text())["summary"]
     assert {(p["method"], p["scale"]) for p in s["points"]} == {("v2", 0.5), ("v2", 1.0), ("v2", 1.5), ("v1", 0.5), ("v1", 1.0)}
     (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v2}]}))
