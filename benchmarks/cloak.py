@@ -317,10 +317,16 @@ def main(argv=None) -> int:
 def frontier_report(out: Path, meta: dict, acceptance: bool = False, merge: list[Path] = ()) -> int:
     """Merge the run's frontier shards (and those of the ``merge`` runs): frontier.json, frontier.md
     and frontier.png; with ``acceptance``, also acceptance.md: issue 16's bars read off the run
-    (``cloak_acceptance``)."""
+    (``cloak_acceptance``). A merged run adds points (other methods or budgets) for this run's
+    people: its records of people this run has not measured (yet) are left out, and counted."""
     records, metas, seen = [], [], {}
+    mine = {r["identity"] for f in out.glob("frontier-*-of-*.json") for r in json.loads(f.read_text())["people"]}
+    dropped = set()
     for f in sorted(out.glob("frontier-*-of-*.json")) + sorted(g for d in merge for g in d.glob("frontier-*-of-*.json")):
         d = json.loads(f.read_text())
+        if f.parent != out:
+            dropped |= {r["identity"] for r in d["people"]} - mine
+            d["people"] = [r for r in d["people"] if r["identity"] in mine]
         for r in d["people"]:  # a point of a person measured twice would count twice: refused
             for e in r.get("frontier", []):
                 k = (r["identity"], e["method"], float(e["scale"]), e["setting"], int(e["refine"]))
@@ -332,6 +338,9 @@ def frontier_report(out: Path, meta: dict, acceptance: bool = False, merge: list
     if metas:  # the report describes the runs that made the shards, not this merge
         meta.update({k: "; ".join(sorted({str(m.get(k, "")) for m in metas}))
                      for k in ("faces", "machine", "date", "commit", "command", "people_range")})
+    if dropped:
+        print(f"--merge: {len(dropped)} people of the merged runs are not in {out.name} (yet), left out", file=sys.stderr)
+        meta["merge_left_out"] = len(dropped)
     s = summarise_frontier(records)
     md = frontier_markdown(s, meta)
     (out / "frontier.json").write_text(json.dumps({"meta": meta, "summary": s}, indent=1))

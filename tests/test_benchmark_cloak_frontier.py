@@ -531,8 +531,11 @@ def test_acceptance_report_merges_runs_and_refuses_a_point_measured_twice(tmp_pa
     v2 = [_entry("v2", s, "both", 10, db, psr) for s, db, psr in ((0.5, 42, 0.4), (1.0, 36, 0.9), (1.5, 33, 0.95))]
     v1 = [_entry("v1", s, "both", 10, db, psr) for s, db, psr in ((0.5, 38, 0.5), (1.0, 33, 0.8))]
     (run / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v2}]}))
-    (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [{"identity": "a", "frontier": v1}]}))
+    # the other run also measured b, whom this run has not: b's points are left out, and said so
+    (other / "frontier-1-of-1.json").write_text(json.dumps({"meta": meta, "people": [
+        {"identity": "a", "frontier": v1}, {"identity": "b", "frontier": [_entry("v1", 0.5, "both", 10, 38, 0.0)]}]}))
     assert cloak.frontier_report(run, {"run": "run"}, acceptance=True, merge=[other]) == 0
+    assert "1 people of the merged runs are not in run (yet), left out" in capsys.readouterr().err
     md = (run / "acceptance.md").read_text()
     assert "measured at commit abc" in md and "34 dB 93.3 vs 74.0 (+19.3)" in md  # v1's points from the other run
     assert "people in the records: 1" in md
