@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloak_frontier import COMPARE_AT, EVALUATORS, LEAVE_ONE_OUT, REFINES
+from cloak_frontier import COMPARE_AT, EVALUATORS, LEAVE_ONE_OUT, REFINES, by_point
 from faceprot.cloak.enroll import PRESETS
 from faceprot.cloak.perceptual import PerceptualBudget
 from faceprot.runtime import DEFAULT_REFINE
@@ -47,13 +47,9 @@ def points(records: list[dict]) -> dict[tuple, dict]:
     """(method, scale, setting, refine) -> people, probes, face PSNR, the eye region's CIEDE2000 per
     photo, and per scoring evaluator the strict top-1 PSR (no face found = not hidden) as posted
     and after the JPEG re-save (None where a row has no JPEG column)."""
-    rows: dict[tuple, list] = {}
-    people: dict[tuple, set] = {}
-    for r in records:
-        for e in r.get("frontier", []):
-            k = (e["method"], float(e["scale"]), e["setting"], int(e["refine"]))
-            rows.setdefault(k, []).extend(e["rows"])
-            people.setdefault(k, set()).add(r["identity"])
+    entries = by_point(records)
+    rows = {k: [row for _, e in v for row in e["rows"]] for k, v in entries.items()}
+    people = {k: {who for who, _ in v} for k, v in entries.items()}
     out = {}
     for k, rs in rows.items():
         if not rs:

@@ -173,17 +173,22 @@ def run_frontier(p: dict, entries, ids, gallery, args, img_dir: Path) -> dict:
 VIS_KEYS = ("psnr_face", "ssim_face", "de_face_mean", "de_face_p95", "de_eye_mean", "de_eye_p95")
 
 
+def by_point(records: list[dict]) -> dict[tuple, list[tuple[str, dict]]]:
+    """(method, scale, setting, refine) -> [(identity, frontier entry)] over the records."""
+    out: dict[tuple, list] = {}
+    for r in records:
+        for e in r.get("frontier", []):
+            out.setdefault((e["method"], float(e["scale"]), e["setting"], int(e["refine"])), []).append((r["identity"], e))
+    return out
+
+
 def summarise_frontier(records: list[dict]) -> dict:
     """Per (method, scale, setting, refine): probes, mean visibility over probes (the p95 columns
     are the mean of each photo's 95th percentile), and per scoring evaluator top-1 PSR among the
     probes it found a face in, its no-face share and its count."""
-    groups: dict[tuple, list] = {}
-    enroll_s: dict[tuple, list] = {}
-    for r in records:
-        for e in r.get("frontier", []):
-            k = (e["method"], float(e["scale"]), e["setting"], int(e["refine"]))
-            groups.setdefault(k, []).extend(e["rows"])
-            enroll_s.setdefault(k, []).append(e["enroll_s"])
+    entries = by_point(records)
+    groups = {k: [row for _, e in v for row in e["rows"]] for k, v in entries.items()}
+    enroll_s = {k: [e["enroll_s"] for _, e in v] for k, v in entries.items()}
     points = []
     for (method, scale, setting, refine), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], -kv[0][3], kv[0][1])):
         if not rows:
