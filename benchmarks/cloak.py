@@ -185,8 +185,8 @@ def main(argv=None) -> int:
             args.start = TUNING_START if Path(args.faces).name == "lfw" else 0
         if Path(args.faces).name == "lfw" and args.start < TUNING_START and not args.acceptance and not args.report:
             ap.error(f"LFW people 0-{TUNING_START - 1} are issue 16's acceptance split; choose --start >= {TUNING_START}")
-        here = git_commit()
-        if args.acceptance and not args.report and (here == "unknown" or here.endswith("+dirty")):
+        here = git_commit() if args.acceptance and not args.report else ""
+        if here == "unknown" or here.endswith("+dirty"):
             ap.error(f"--acceptance measures one named commit, and this checkout is {here}: commit first, "
                      "or run it from a clean worktree (git worktree add /tmp/acceptance <commit>)")
     args.start = args.start or 0
@@ -263,9 +263,10 @@ def main(argv=None) -> int:
     if args.sweeps_only:
         mine = plan[: args.sweep_people][i - 1::n]
     shard_file = out / f"{kind}-{i}-of-{n}.json"
-    done = json.loads(shard_file.read_text())["people"] if (args.resume and shard_file.exists()) else []
+    saved = json.loads(shard_file.read_text()) if (args.resume and shard_file.exists()) else {"people": []}
+    done = saved["people"]
     if done and args.frontier:
-        before = json.loads(shard_file.read_text())["meta"].get("commit")
+        before = saved["meta"].get("commit")
         if before != meta["commit"]:
             if args.acceptance:  # issue 16: the acceptance run happens once, with its commit named
                 ap.error(f"{shard_file} was measured at commit {before}, and this checkout is {meta['commit']}: resume it "
@@ -320,10 +321,11 @@ def frontier_report(out: Path, meta: dict, acceptance: bool = False, merge: list
     (``cloak_acceptance``). A merged run adds points (other methods or budgets) for this run's
     people: its records of people this run has not measured (yet) are left out, and counted."""
     records, metas, seen = [], [], {}
-    mine = {r["identity"] for f in out.glob("frontier-*-of-*.json") for r in json.loads(f.read_text())["people"]}
+    shards = {f: json.loads(f.read_text()) for f in sorted(out.glob("frontier-*-of-*.json"))}
+    shards.update({f: json.loads(f.read_text()) for d in merge for f in sorted(d.glob("frontier-*-of-*.json"))})
+    mine = {r["identity"] for f, d in shards.items() if f.parent == out for r in d["people"]}
     dropped = set()
-    for f in sorted(out.glob("frontier-*-of-*.json")) + sorted(g for d in merge for g in d.glob("frontier-*-of-*.json")):
-        d = json.loads(f.read_text())
+    for f, d in shards.items():
         if f.parent != out:
             dropped |= {r["identity"] for r in d["people"]} - mine
             d["people"] = [r for r in d["people"] if r["identity"] in mine]
