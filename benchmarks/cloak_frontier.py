@@ -236,7 +236,7 @@ def frontier_markdown(s: dict, meta: dict) -> str:
     lines = [f"# Cloak frontier `{meta.get('run', '')}`: {s['people']} people", "",
              f"- command: `{meta.get('command', '')}`", f"- machine: {meta.get('machine', '')}",
              f"- date: {meta.get('date', '')}", f"- commit: {meta.get('commit', '')}",
-             f"- people: {meta.get('people_range', '')}", "",
+             f"- people in the records: {s['people']} (planned: {meta.get('people_range', '')})", "",
              "Top-1 PSR (%) per evaluator (- = not scored: leave-one-out rows are scored on the held-out "
              "evaluator only); visibility is the mean over probes (p95: mean of each photo's 95th percentile).", ""]
     for refine in sorted({pt["refine"] for pt in s["points"]}, reverse=True):

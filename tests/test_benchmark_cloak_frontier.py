@@ -278,6 +278,8 @@ def test_frontier_mode_runs_resumes_and_reports(capsys, faceprot_threads):
     assert pt["top1"]["dlib-cpp"]["psr"] == pytest.approx(np.mean(found))
     assert {c["evaluator"] for c in s["compare"] if c["setting"] == "dlib-resnet"} == {"mobilefacenet"}
     assert capsys.readouterr().out == (out / "frontier.md").read_text() + "\n"
+    # the people measured, not only the range the shard planned
+    assert "- people in the records: 1 (planned: LFW #100-100" in (out / "frontier.md").read_text()
     png = load_image(out / "frontier.png").rgb
     assert png.shape[0] > 400 and png.std() > 10  # a drawn figure, not a blank one
     # --acceptance --report: the bars too (this smoke run has no refine-10 medium: said, not guessed)
