@@ -102,9 +102,9 @@ def format_table(scores: Sequence[Score]) -> str:
 # ------------------------------------------------------------------------------------ verdicts
 
 
-#: The transfer figure the caveats quote (BENCHMARKS.md, "The acceptance run on people 0-99": a
-#: mask made against dlib-resnet alone, scored by mobilefacenet, applied with refine 10; 252
-#: photos of 66 LFW acceptance people).
+#: The transfer figure the caveats quote (BENCHMARKS.md, "The acceptance run on people 0-99", and
+#: its frontier.md: masks made against dlib-resnet alone, scored by mobilefacenet, applied with
+#: refine 10; 252 photos of 66 LFW acceptance people; medium = v2 at 0.5, paper = v1 at 1).
 UNSEEN_FIGURE = ("for example, a mask made against dlib alone hid 1 of 252 photos from MobileFaceNet at medium, "
                  "and 30% at paper")
 
