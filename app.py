@@ -198,16 +198,16 @@ little colour, almost nothing in the eyes and nothing in the background beside y
 - **paper** is the published method's setting (an RGB box): plainly visible, with tinted eyes
   and blotchy skin. It is here for comparison and teaching.
 
-What they did, measured on 86 LFW people set aside for the final test (86 of its 100 so far). The strengths were chosen on other people,
+What they did, measured on 100 LFW people set aside for the final test. The strengths were chosen on other people,
 though 40 of these had helped tune older optimiser settings. With a mask made from one photo against
 dlib and MobileFaceNet and applied as *Apply my mask* applies it (10 refinement steps), the share of
-a person's *other* photos (325 in all) that a face search among 1,499 others no longer found
+a person's *other* photos (376 in all) that a face search among 1,499 others no longer found
 (dlib-cpp / dlib-resnet / MobileFaceNet), and the face's PSNR:
 
 - low: 15 / 29 / 0%; 44.9 dB (on 20 of the people the settings were chosen on);
-- medium: 57 / 75 / 15%, and 26 / 35 / 4% after a JPEG re-save; 42.1 dB (on the 46
-  people never used for any tuning: 54 / 71 / 14%);
-- high: 99 / 99.7 / 89%, and 94 / 97 / 74% after a JPEG re-save; 36.7 dB;
+- medium: 56 / 75 / 14%, and 26 / 34 / 4% after a JPEG re-save; 42.1 dB (on the 60
+  people never used for any tuning: 52 / 73 / 12%);
+- high: 99 / 99.7 / 89%, and 94 / 97 / 75% after a JPEG re-save; 36.7 dB;
 - paper: 99 / 100 / 100%; 32.6 dB.
 
 On 18 people's real-size photos, which differ from the selfie far more (pose, light, years):

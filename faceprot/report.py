@@ -104,8 +104,8 @@ def format_table(scores: Sequence[Score]) -> str:
 
 #: The transfer figure the caveats quote (BENCHMARKS.md, "The acceptance run on people 0-99", and
 #: its frontier.md: masks made against dlib-resnet alone, scored by mobilefacenet, applied with
-#: refine 10; 325 photos of 86 LFW acceptance people; medium = v2 at 0.5, paper = v1 at 1).
-UNSEEN_FIGURE = ("for example, a mask made against dlib alone hid 2 of 325 photos from MobileFaceNet at medium, "
+#: refine 10; 376 photos of 100 LFW acceptance people; medium = v2 at 0.5, paper = v1 at 1).
+UNSEEN_FIGURE = ("for example, a mask made against dlib alone hid 2 of 376 photos from MobileFaceNet at medium, "
                  "and 31% at paper")
 
 
