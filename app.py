@@ -198,11 +198,11 @@ little colour, almost nothing in the eyes and nothing in the background beside y
 - **paper** is the published method's setting (an RGB box): plainly visible, with tinted eyes
   and blotchy skin. It is here for comparison and teaching.
 
-What they did, measured on 100 LFW people set aside for the final test. The strengths were chosen on other people,
-though 40 of these had helped tune older optimiser settings. With a mask made from one photo against
-dlib and MobileFaceNet and applied as *Apply my mask* applies it (10 refinement steps), the share of
-a person's *other* photos (376 in all) that a face search among 1,499 others no longer found
-(dlib-cpp / dlib-resnet / MobileFaceNet), and the face's PSNR:
+What they did, measured on 100 LFW people set aside for the final test. The strengths were chosen
+on other people, though 40 of these had helped tune older optimiser settings. With a mask made from
+one photo against dlib and MobileFaceNet and applied as *Apply my mask* applies it (10 refinement
+steps), the share of a person's *other* photos (376 in all) that a face search among 1,499 others no
+longer found (dlib-cpp / dlib-resnet / MobileFaceNet), and the face's PSNR:
 
 - low: 15 / 29 / 0%; 44.9 dB (on 20 of the people the settings were chosen on);
 - medium: 56 / 75 / 14%, and 26 / 34 / 4% after a JPEG re-save; 42.1 dB (on the 60
