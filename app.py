@@ -753,6 +753,16 @@ def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, validato
         follow(_done(tab), None, [button, status], queue=False, api_name=False)
 
 
+def _wire_example(examples: gr.Examples, button, status, tab: str) -> None:
+    """A click on a lazily cached example runs the tab's function the first time it is clicked,
+    for as long as the button's own click: the tab's button is disabled meanwhile, and usable again
+    when the example's outputs are in (or its error is shown)."""
+    examples.dataset.click(lambda: (gr.update(interactive=False), ""), None, [button, status], queue=False,
+                           api_name=False, show_progress="hidden")
+    for follow in (examples.cache_event.success, examples.cache_event.failure):
+        follow(_done(tab), None, [button, status], queue=False, api_name=False)
+
+
 def _preview_for(tab: str):
     def show(path: str | None, request: gr.Request = None):
         return preview(path, request, tab)
@@ -877,11 +887,12 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 protect_inputs = [selfie, strength, attack, seed, generator, remember]
                 protect_outputs = [protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
                                    maps, protect_summary]
-                gr.Examples([[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
-                             [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
-                            inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
-                            cache_mode="lazy", label="Try an example (\"dlib only\" leaves MobileFaceNet never attacked)",
-                            example_labels=["Obama, attack both", "Obama, attack dlib only"])
+                protect_examples = gr.Examples(
+                    [[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
+                     [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
+                    inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
+                    cache_mode="lazy", label="Try an example (\"dlib only\" leaves MobileFaceNet never attacked)",
+                    example_labels=["Obama, attack both", "Obama, attack dlib only"])
             with gr.Column():
                 for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
                           protect_summary):
@@ -900,6 +911,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                              format="png", height=200)
         _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect",
               validator=validate_protect)
+        _wire_example(protect_examples, protect_btn, protect_status, "protect")
         shown = selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
                               show_progress_on=protect_status)
         shown.failure(_done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
@@ -934,16 +946,18 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 apply_status = gr.Markdown()
                 apply_inputs = [mask_in, photos_in, which, refine]
                 apply_outputs = [apply_verdict, apply_table, apply_records, gallery, download]
-                gr.Examples([[_example("obama-selfie.faceprot"), [_example("obama-1.jpg"), _example("obama-2.jpg")],
-                              "largest", 10]],
-                            inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab, cache_examples=True,
-                            cache_mode="lazy", label="Try an example: the example selfie's mask (medium, seed 0) on two other photos",
-                            example_labels=["Obama's mask on two photos"])
+                apply_examples = gr.Examples(
+                    [[_example("obama-selfie.faceprot"), [_example("obama-1.jpg"), _example("obama-2.jpg")],
+                      "largest", 10]],
+                    inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab, cache_examples=True,
+                    cache_mode="lazy", label="Try an example: the example selfie's mask (medium, seed 0) on two other photos",
+                    example_labels=["Obama's mask on two photos"])
             with gr.Column():
                 for c in apply_outputs:
                     c.render()
         _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply",
               validator=validate_apply)
+        _wire_example(apply_examples, apply_btn, apply_status, "apply")
         checked = photos_in.change(check_photos, photos_in, None, api_name=False, show_progress_on=apply_status)
         checked.failure(_done("apply"), None, [apply_btn, apply_status], queue=False, api_name=False)
         checked.success(lambda: "", None, apply_status, queue=False, api_name=False)  # an old error goes
@@ -1003,10 +1017,10 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                     disguise_summary]
                 # the photo of you and the engine left out (none, and warp: the defaults): gradio 6.31
                 # loads an example with an empty file column one value short, and the click fails
-                gr.Examples([[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet",
-                              "largest", 0]],
-                            inputs=disguise_inputs[:7], outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
-                            cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
+                disguise_examples = gr.Examples(
+                    [[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet", "largest", 0]],
+                    inputs=disguise_inputs[:7], outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
+                    cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
             with gr.Column():
                 for c in (disguise_verdict, disguise_table, disguise_records):
                     c.render()
@@ -1018,6 +1032,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
             gr.Markdown(DISGUISE_MEASURED)
         _wire(disguise_btn, disguise_status, disguise_tab, disguise_inputs, disguise_outputs, "disguise",
               "disguise", validator=validate_disguise)
+        _wire_example(disguise_examples, disguise_btn, disguise_status, "disguise")
         shown = disguise_in.change(_preview_for("disguise"), disguise_in, disguise_view, api_name=False,
                                    show_progress_on=disguise_status)
         shown.failure(_done("disguise"), None, [disguise_btn, disguise_status], queue=False, api_name=False)
@@ -1040,15 +1055,16 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 view_b = gr.Image(label="Photo B as faceprot reads it", interactive=False, format="png", height=200)
         check_btn = gr.Button("Compare", variant="primary")
         check_status = gr.Markdown()
-        gr.Examples([[_example("obama-1.jpg"), _example("obama-2.jpg")],
-                     [_example("obama-1.jpg"), _example("biden.jpg")]],
-                    inputs=[photo_a, photo_b], outputs=check_outputs, fn=check, cache_examples=True,
-                    cache_mode="lazy", label="Try an example",
-                    example_labels=["Two photos of Obama", "Obama and Biden"])
+        check_examples = gr.Examples([[_example("obama-1.jpg"), _example("obama-2.jpg")],
+                                      [_example("obama-1.jpg"), _example("biden.jpg")]],
+                                     inputs=[photo_a, photo_b], outputs=check_outputs, fn=check, cache_examples=True,
+                                     cache_mode="lazy", label="Try an example",
+                                     example_labels=["Two photos of Obama", "Obama and Biden"])
         for c in check_outputs:
             c.render()
         _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check",
               validator=validate_check)
+        _wire_example(check_examples, check_btn, check_status, "check")
         for photo, view in ((photo_a, view_a), (photo_b, view_b)):
             shown = photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status)
             shown.failure(_done("check"), None, [check_btn, check_status], queue=False, api_name=False)

@@ -287,6 +287,8 @@ def test_protect_an_example_then_apply_its_downloaded_mask_and_download_the_zip(
 
     page.get_by_role("tab", name="Protect my face").click()
     page.get_by_text("Obama, attack both").click()
+    # its first click runs protect (the examples are cached lazily): the button waits for it
+    _wait_button_cycle(page, page.get_by_role("button", name="Protect", exact=True))
     verdict = page.get_by_text("never-attacked recognizers still match you")
     verdict.wait_for()
     assert re.match(r"On your selfie, compared with its own protected copy: [0-2] of 2 attacked and [01] of 1 "
@@ -364,6 +366,7 @@ def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_
 def test_apply_the_example_mask_to_two_photos(page):
     page.get_by_role("tab", name="Apply my mask").click()
     page.get_by_text("Obama's mask on two photos").click()
+    _wait_button_cycle(page, page.get_by_role("button", name="Apply", exact=True))
     page.get_by_text("On obama-1.jpg, compared with its own protected copy:").wait_for()
     assert page.get_by_text("On obama-2.jpg, compared with its own protected copy:").is_visible()
     assert page.get_by_text("Mask applied to 2 of 2 photo(s).").is_visible()
@@ -373,6 +376,7 @@ def test_apply_the_example_mask_to_two_photos(page):
 def test_check_two_people(page):
     page.get_by_role("tab", name="Check").click()
     page.get_by_text("Obama and Biden").click()
+    _wait_button_cycle(page, page.get_by_role("button", name="Compare", exact=True))
     line = page.get_by_text("recognizers say these show the same person")
     line.wait_for()
     assert "obama-1.jpg and biden.jpg: 0 of 3" in line.inner_text()
@@ -401,6 +405,7 @@ def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
     assert [o.split()[-1] for o in options] == ["warp"], options
     engine.press("Escape")
     page.get_by_text("Obama, happy, hide").click()
+    _wait_button_cycle(page, page.get_by_role("button", name="Disguise", exact=True))
     line = page.get_by_text(re.compile(r"On obama-2\.jpg, compared with its disguised copy: [0-2] of 2 attacked "
                                        r"and [01] of 1 never-attacked recognizers still match you\."))
     line.wait_for(timeout=120_000)
