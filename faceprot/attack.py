@@ -95,9 +95,15 @@ class BudgetSpace:
         return c if self.name == "rgb" else self._apply(self._to_rgb, c)
 
 
+def mean_magnitude(g: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    """Mean |g|, plus 1e-20 so that it divides: of the whole tensor, or with ``per_item`` of each
+    item of the batch (B, C, H, W), as (B, 1, 1, 1)."""
+    return (g.abs().mean(dim=(1, 2, 3), keepdim=True) if per_item else g.abs().mean()) + 1e-20
+
+
 def unit_scale(g: torch.Tensor) -> torch.Tensor:
     """A gradient scaled to mean |g| = 1, so every model has an equal say in a sign step."""
-    return g / (g.abs().mean() + 1e-20)
+    return g / mean_magnitude(g)
 
 
 def gaussian_smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -246,6 +246,22 @@ def test_gradient_smoothing_is_a_normalised_gaussian():
     assert torch.equal(gaussian_smooth(imp, 0.0), imp)
 
 
+def test_gradients_are_scaled_to_mean_magnitude_1_as_a_whole_or_per_item():
+    """The optimiser's equal say: every (surrogate, view) gradient is divided by its own mean |g|,
+    whatever its size; unit_scale divides the whole batch by one figure, so the ratio stays."""
+    from faceprot.attack import mean_magnitude, unit_scale
+
+    sizes = torch.tensor([1e-4, 1.0, 50.0])[:, None, None, None]
+    g = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * sizes
+    each = g / mean_magnitude(g, per_item=True)
+    assert mean_magnitude(g, per_item=True).shape == (3, 1, 1, 1)
+    assert torch.allclose(each.abs().mean(dim=(1, 2, 3)), torch.ones(3))
+    whole = unit_scale(g)
+    assert torch.allclose(whole.abs().mean(), torch.tensor(1.0))
+    assert whole[2].abs().mean() / whole[0].abs().mean() > 1e5  # the small item stays small
+    assert torch.equal(unit_scale(torch.zeros(2, 3, 4, 4)), torch.zeros(2, 3, 4, 4))  # no 0/0
+
+
 def test_view_warp_is_a_smooth_displacement_of_the_set_size():
     """The per-step view warp moves pixels by a smooth field whose spread matches its amplitude,
     is reproducible under a seed, and is the identity at amplitude 0."""

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..attack import (BudgetSpace, ConvDropout, FeatureDisruption, device_of, elastic_warp, gaussian_smooth, project, resize_pad, sign_step,
-                      similarity, unit_scale)
+from ..attack import (BudgetSpace, ConvDropout, FeatureDisruption, device_of, elastic_warp, gaussian_smooth,
+                      mean_magnitude, project, resize_pad, sign_step, similarity, unit_scale)
 from ..eot import RealLifeChain
 from .anchors import Anchors
 from .focus import LearnableAttention
@@ -200,7 +200,7 @@ class UniversalCloak:
                 loss = loss + cfg.feature_weight * extra
             (g,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=k < len(self.surrogates) - 1)
             w = float(cfg.surrogate_weights.get(s.name, 1.0))
-            g_views += w * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-20)
+            g_views += w * g / mean_magnitude(g, per_item=True)
             total += float(loss.detach().mean()) / len(self.surrogates)
         return g_views, total
 
@@ -239,7 +239,7 @@ class UniversalCloak:
             if cfg.flat_weight > 0:
                 # PGN (Ge et al., NeurIPS 2023): the gradient a step further up the loss, mixed in,
                 # approximates a penalty on the gradient's norm, steering toward a flat optimum.
-                ahead = (pre.detach() + cfg.flat_step * g_views / (g_views.abs().mean((1, 2, 3), keepdim=True) + 1e-20)).clamp(0, 1)
+                ahead = (pre.detach() + cfg.flat_step * g_views / mean_magnitude(g_views, per_item=True)).clamp(0, 1)
                 g_ahead, _ = self._view_gradient(ahead, anchors if use_anchors else None, person, gen)
                 g_views = (1 - cfg.flat_weight) * g_views + cfg.flat_weight * g_ahead
             grads = torch.autograd.grad(pre, wrt, grad_outputs=g_views)
