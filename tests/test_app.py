@@ -322,8 +322,9 @@ def test_user_errors_are_logged_in_one_line_without_a_traceback(client, tmp_path
 
 
 def test_the_apply_example_mask_is_the_example_selfies_medium_mask():
-    """The mask shipped in examples/ is what Protect makes from the example selfie by default, so
-    the Apply example continues the Protect example."""
+    """The mask shipped in examples/ was made with Protect's defaults (its preset, seed and
+    surrogates, read from the file), so the Apply example continues the Protect example. Its
+    pixels are not compared: a sign-step optimisation need not repeat bit for bit on another CPU."""
     from faceprot.cloak import PersonalMask
 
     mask = PersonalMask.load(Path(__file__).resolve().parents[1] / "examples" / "obama-selfie.faceprot")
