@@ -724,11 +724,18 @@ def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_p
 # ------------------------------------------------------------------------------------ layout
 
 
+#: The class that greys out a tab's examples while the tab runs, and makes them unclickable (style:
+#: APP_CSS): an example clicked meanwhile would load its inputs and outputs over the run's.
+BUSY = "fp-busy"
+APP_CSS = f".{BUSY} {{ pointer-events: none; opacity: 0.5; }}"
+
+
 def _busy_clearing(n_outputs: int):
-    """The first step of a click: the button disabled, the status emptied, and the results of the
-    last run cleared, so that they cannot be taken for this run's if it fails."""
+    """The first step of a click: the button disabled, the examples greyed out, the status emptied,
+    and the results of the last run cleared, so that they cannot be taken for this run's if it
+    fails."""
     def busy(*_inputs):
-        return gr.update(interactive=False), "", *([None] * n_outputs)
+        return gr.update(interactive=False), gr.update(elem_classes=[BUSY]), "", *([None] * n_outputs)
     return busy
 
 
@@ -739,28 +746,35 @@ def _done(tab: str):
     return done
 
 
-def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, validator=None):
-    """Button disabled while its event runs; progress and the error, if any, shown beside it."""
+def _idle(tab: str):
+    """The last step of a run, the button's or an example's: the button and the examples usable
+    again, and the error, if any, in the status line."""
+    done = _done(tab)
+
+    def idle(request: gr.Request = None):
+        button, status = done(request)
+        return button, gr.update(elem_classes=[]), status
+    return idle
+
+
+def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, examples: gr.Examples, validator=None):
+    """One run at a time per tab: while the button's event, or an example's first (uncached)
+    run, goes on, the button is disabled and the examples are greyed out; progress and the
+    error, if any, are shown beside the button."""
     # The validator guards the first step (gradio runs validators as an event joins the queue, so
     # this step is queued, with no concurrency limit: it never waits for a worker). A photo it
     # refuses is marked on its input at once and nothing runs: the button stays usable. API
     # clients call fn, whose own checks give the same sentences.
-    run = button.click(_busy_clearing(len(outputs)), inputs, [button, status, *outputs], api_name=False,
+    controls = [button, examples.dataset, status]
+    run = button.click(_busy_clearing(len(outputs)), inputs, [*controls, *outputs], api_name=False,
                        validator=validator, concurrency_limit=None, show_progress="hidden").then(
         fn, inputs, outputs, api_name=api_name, show_progress_on=status)
+    # A lazily cached example runs fn the first time it is clicked (gradio's cache_event, which
+    # follows the loading of its inputs); later clicks only read the cache.
+    examples.dataset.click(_busy_clearing(0), None, controls, queue=False, api_name=False, show_progress="hidden")
     # the browser follows an event that failed with .failure listeners only, not .then ones
-    for follow in (run.success, run.failure):
-        follow(_done(tab), None, [button, status], queue=False, api_name=False)
-
-
-def _wire_example(examples: gr.Examples, button, status, tab: str) -> None:
-    """A click on a lazily cached example runs the tab's function the first time it is clicked,
-    for as long as the button's own click: the tab's button is disabled meanwhile, and usable again
-    when the example's outputs are in (or its error is shown)."""
-    examples.dataset.click(lambda: (gr.update(interactive=False), ""), None, [button, status], queue=False,
-                           api_name=False, show_progress="hidden")
-    for follow in (examples.cache_event.success, examples.cache_event.failure):
-        follow(_done(tab), None, [button, status], queue=False, api_name=False)
+    for follow in (run.success, run.failure, examples.cache_event.success, examples.cache_event.failure):
+        follow(_idle(tab), None, controls, queue=False, api_name=False)
 
 
 def _preview_for(tab: str):
@@ -910,8 +924,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                     gr.Image(str(EXAMPLES / "strengths" / f"{look}.png"), label=look, interactive=False,
                              format="png", height=200)
         _wire(protect_btn, protect_status, protect, protect_inputs, protect_outputs, "protect", "protect",
-              validator=validate_protect)
-        _wire_example(protect_examples, protect_btn, protect_status, "protect")
+              protect_examples, validator=validate_protect)
         shown = selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
                               show_progress_on=protect_status)
         shown.failure(_done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
@@ -955,9 +968,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
             with gr.Column():
                 for c in apply_outputs:
                     c.render()
-        _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply",
+        _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply", apply_examples,
               validator=validate_apply)
-        _wire_example(apply_examples, apply_btn, apply_status, "apply")
         checked = photos_in.change(check_photos, photos_in, None, api_name=False, show_progress_on=apply_status)
         checked.failure(_done("apply"), None, [apply_btn, apply_status], queue=False, api_name=False)
         checked.success(lambda: "", None, apply_status, queue=False, api_name=False)  # an old error goes
@@ -1031,8 +1043,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         with gr.Accordion("How well does it work?", open=False):
             gr.Markdown(DISGUISE_MEASURED)
         _wire(disguise_btn, disguise_status, disguise_tab, disguise_inputs, disguise_outputs, "disguise",
-              "disguise", validator=validate_disguise)
-        _wire_example(disguise_examples, disguise_btn, disguise_status, "disguise")
+              "disguise", disguise_examples, validator=validate_disguise)
         shown = disguise_in.change(_preview_for("disguise"), disguise_in, disguise_view, api_name=False,
                                    show_progress_on=disguise_status)
         shown.failure(_done("disguise"), None, [disguise_btn, disguise_status], queue=False, api_name=False)
@@ -1062,9 +1073,8 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                      example_labels=["Two photos of Obama", "Obama and Biden"])
         for c in check_outputs:
             c.render()
-        _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check",
+        _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check", check_examples,
               validator=validate_check)
-        _wire_example(check_examples, check_btn, check_status, "check")
         for photo, view in ((photo_a, view_a), (photo_b, view_b)):
             shown = photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status)
             shown.failure(_done("check"), None, [check_btn, check_status], queue=False, api_name=False)
@@ -1097,7 +1107,7 @@ def serve(**launch_kwargs):
     RETENTION.start_sweeper()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     settings = dict(max_file_size=f"{MAX_UPLOAD_MB:g}mb", enable_monitoring=False,
-                    footer_links=["api", "gradio"], theme=THEME)
+                    footer_links=["api", "gradio"], theme=THEME, css=APP_CSS)
     return demo.launch(**{**settings, **launch_kwargs})
 
 
