@@ -8,8 +8,8 @@ embeddings are ``(B, D)``. Everything here is differentiable with respect to the
 * :func:`sign_step`: one signed PGD step followed by that projection;
 * :class:`BudgetSpace`: the coordinates a budget is measured in: RGB (the paper's box) or
   luminance and chroma (YCbCr), a linear map of RGB, so a box there is still projected exactly;
-* :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`, :func:`resize_pad`: gradient
-  and input shaping;
+* :func:`mean_magnitude`, :func:`unit_scale`, :func:`gaussian_smooth`, :func:`elastic_warp`,
+  :func:`resize_pad`: gradient and input shaping;
 * :class:`ConvDropout`: model augmentation, dropout on a surrogate's convolution outputs;
 * :func:`device_of`: the one device an ensemble of surrogates sits on.
 """
@@ -247,4 +247,5 @@ def device_of(surrogates: list) -> torch.device:
     return devices.pop()
 
 
-__all__ = ["similarity", "project", "sign_step", "BudgetSpace", "YCBCR_FROM_RGB", "unit_scale", "gaussian_smooth", "elastic_warp", "resize_pad", "ConvDropout", "device_of"]
+__all__ = ["similarity", "project", "sign_step", "BudgetSpace", "YCBCR_FROM_RGB", "mean_magnitude", "unit_scale",
+           "gaussian_smooth", "elastic_warp", "resize_pad", "ConvDropout", "FeatureDisruption", "device_of"]
