@@ -724,14 +724,15 @@ def disguise_tab(photo, emotion, target, strength, surrogates, which, seed, me_p
 # ------------------------------------------------------------------------------------ layout
 
 
-#: The class that greys out a tab's examples while the tab runs, and makes them unclickable (style:
-#: APP_CSS): an example clicked meanwhile would load its inputs and outputs over the run's.
+#: The class that hides a tab's example buttons while the tab runs (style: APP_CSS), from the mouse
+#: and the keyboard alike: an example clicked meanwhile would load its inputs and outputs over the
+#: run's. Hidden, not removed: nothing on the page moves.
 BUSY = "fp-busy"
-APP_CSS = f".{BUSY} {{ pointer-events: none; opacity: 0.5; }}"
+APP_CSS = f".{BUSY} button {{ visibility: hidden; }}"
 
 
 def _busy_clearing(n_outputs: int):
-    """The first step of a click: the button disabled, the examples greyed out, the status emptied,
+    """The first step of a click: the button disabled, the examples hidden, the status emptied,
     and the results of the last run cleared, so that they cannot be taken for this run's if it
     fails."""
     def busy(*_inputs):
@@ -739,28 +740,43 @@ def _busy_clearing(n_outputs: int):
     return busy
 
 
-def _done(tab: str):
-    def done(request: gr.Request = None):
+def _error_line(tab: str):
+    """The status line after a step of ``tab`` ended: its error, if any."""
+    def line(request: gr.Request = None):
         err = ERRORS.take(request, tab)
-        return gr.update(interactive=True), (f"**Error:** {err}" if err else "")
-    return done
+        return f"**Error:** {err}" if err else ""
+    return line
 
 
 def _idle(tab: str):
     """The last step of a run, the button's or an example's: the button and the examples usable
     again, and the error, if any, in the status line."""
-    done = _done(tab)
+    line = _error_line(tab)
 
     def idle(request: gr.Request = None):
-        button, status = done(request)
-        return button, gr.update(elem_classes=[]), status
+        return gr.update(interactive=True), gr.update(elem_classes=[]), line(request)
     return idle
+
+
+def _examples(button, status, examples: list, **kwargs) -> gr.Examples:
+    """``gr.Examples`` (cached lazily: an example's first click runs the tab's function) whose
+    click first disables ``button``, hides the examples and clears the last results, as the
+    button's click does. The browser runs a trigger's listeners
+    in the order they were added, each after the last one's reply, so this step is added before
+    gradio's own (made by ``create``, which ``gr.Examples`` would call at once): it is done before
+    the example runs, and :func:`_wire`'s last step, which follows the run, undoes it."""
+    made = gr.helpers.Examples(examples, cache_examples=True, cache_mode="lazy", _initiated_directly=False,
+                               **kwargs)
+    made.dataset.click(_busy_clearing(len(made.outputs)), None, [button, made.dataset, status, *made.outputs],
+                       queue=False, api_name=False, show_progress="hidden")
+    made.create()
+    return made
 
 
 def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, examples: gr.Examples, validator=None):
     """One run at a time per tab: while the button's event, or an example's first (uncached)
-    run, goes on, the button is disabled and the examples are greyed out; progress and the
-    error, if any, are shown beside the button."""
+    run, goes on, the button is disabled and the examples are hidden (see :func:`_examples`);
+    progress and the error, if any, are shown beside the button."""
     # The validator guards the first step (gradio runs validators as an event joins the queue, so
     # this step is queued, with no concurrency limit: it never waits for a worker). A photo it
     # refuses is marked on its input at once and nothing runs: the button stays usable. API
@@ -769,10 +785,8 @@ def _wire(button, status, fn, inputs, outputs, api_name: str, tab: str, examples
     run = button.click(_busy_clearing(len(outputs)), inputs, [*controls, *outputs], api_name=False,
                        validator=validator, concurrency_limit=None, show_progress="hidden").then(
         fn, inputs, outputs, api_name=api_name, show_progress_on=status)
-    # A lazily cached example runs fn the first time it is clicked (gradio's cache_event, which
-    # follows the loading of its inputs); later clicks only read the cache.
-    examples.dataset.click(_busy_clearing(0), None, controls, queue=False, api_name=False, show_progress="hidden")
-    # the browser follows an event that failed with .failure listeners only, not .then ones
+    # the browser follows an event that failed with .failure listeners only, not .then ones; an
+    # example's run is gradio's cache_event, which follows the loading of its inputs
     for follow in (run.success, run.failure, examples.cache_event.success, examples.cache_event.failure):
         follow(_idle(tab), None, controls, queue=False, api_name=False)
 
@@ -901,11 +915,12 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 protect_inputs = [selfie, strength, attack, seed, generator, remember]
                 protect_outputs = [protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
                                    maps, protect_summary]
-                protect_examples = gr.Examples(
+                protect_examples = _examples(
+                    protect_btn, protect_status,
                     [[_example("obama-selfie.jpg"), "medium", "dlib + MobileFaceNet", 0, "augment", False],
                      [_example("obama-selfie.jpg"), "medium", "dlib only", 0, "augment", False]],
-                    inputs=protect_inputs, outputs=protect_outputs, fn=protect, cache_examples=True,
-                    cache_mode="lazy", label="Try an example (\"dlib only\" leaves MobileFaceNet never attacked)",
+                    inputs=protect_inputs, outputs=protect_outputs, fn=protect,
+                    label="Try an example (\"dlib only\" leaves MobileFaceNet never attacked)",
                     example_labels=["Obama, attack both", "Obama, attack dlib only"])
             with gr.Column():
                 for c in (protect_verdict, protect_table, protect_records, slider, closeup, mask_out,
@@ -927,7 +942,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
               protect_examples, validator=validate_protect)
         shown = selfie.change(_preview_for("protect"), selfie, selfie_view, api_name=False,
                               show_progress_on=protect_status)
-        shown.failure(_done("protect"), None, [protect_btn, protect_status], queue=False, api_name=False)
+        shown.failure(_error_line("protect"), None, protect_status, queue=False, api_name=False)
         shown.success(lambda: "", None, protect_status, queue=False, api_name=False)  # an old error goes
 
     with gr.Tab("Apply my mask"):
@@ -959,11 +974,12 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 apply_status = gr.Markdown()
                 apply_inputs = [mask_in, photos_in, which, refine]
                 apply_outputs = [apply_verdict, apply_table, apply_records, gallery, download]
-                apply_examples = gr.Examples(
+                apply_examples = _examples(
+                    apply_btn, apply_status,
                     [[_example("obama-selfie.faceprot"), [_example("obama-1.jpg"), _example("obama-2.jpg")],
                       "largest", 10]],
-                    inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab, cache_examples=True,
-                    cache_mode="lazy", label="Try an example: the example selfie's mask (medium, seed 0) on two other photos",
+                    inputs=apply_inputs, outputs=apply_outputs, fn=apply_tab,
+                    label="Try an example: the example selfie's mask (medium, seed 0) on two other photos",
                     example_labels=["Obama's mask on two photos"])
             with gr.Column():
                 for c in apply_outputs:
@@ -971,7 +987,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
         _wire(apply_btn, apply_status, apply_tab, apply_inputs, apply_outputs, "apply", "apply", apply_examples,
               validator=validate_apply)
         checked = photos_in.change(check_photos, photos_in, None, api_name=False, show_progress_on=apply_status)
-        checked.failure(_done("apply"), None, [apply_btn, apply_status], queue=False, api_name=False)
+        checked.failure(_error_line("apply"), None, apply_status, queue=False, api_name=False)
         checked.success(lambda: "", None, apply_status, queue=False, api_name=False)  # an old error goes
 
     with gr.Tab("Emotion disguise"):
@@ -1029,10 +1045,11 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                                     disguise_summary]
                 # the photo of you and the engine left out (none, and warp: the defaults): gradio 6.31
                 # loads an example with an empty file column one value short, and the click fails
-                disguise_examples = gr.Examples(
+                disguise_examples = _examples(
+                    disguise_btn, disguise_status,
                     [[_example("obama-2.jpg"), OFFERED[0], NO_TARGET, "medium", "dlib + MobileFaceNet", "largest", 0]],
-                    inputs=disguise_inputs[:7], outputs=disguise_outputs, fn=disguise_tab, cache_examples=True,
-                    cache_mode="lazy", label="Try an example", example_labels=["Obama, happy, hide"])
+                    inputs=disguise_inputs[:7], outputs=disguise_outputs, fn=disguise_tab, label="Try an example",
+                    example_labels=["Obama, happy, hide"])
             with gr.Column():
                 for c in (disguise_verdict, disguise_table, disguise_records):
                     c.render()
@@ -1046,7 +1063,7 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
               "disguise", disguise_examples, validator=validate_disguise)
         shown = disguise_in.change(_preview_for("disguise"), disguise_in, disguise_view, api_name=False,
                                    show_progress_on=disguise_status)
-        shown.failure(_done("disguise"), None, [disguise_btn, disguise_status], queue=False, api_name=False)
+        shown.failure(_error_line("disguise"), None, disguise_status, queue=False, api_name=False)
         shown.success(lambda: "", None, disguise_status, queue=False, api_name=False)
 
     with gr.Tab("Check"):
@@ -1066,18 +1083,18 @@ with gr.Blocks(title="faceprot", analytics_enabled=False,
                 view_b = gr.Image(label="Photo B as faceprot reads it", interactive=False, format="png", height=200)
         check_btn = gr.Button("Compare", variant="primary")
         check_status = gr.Markdown()
-        check_examples = gr.Examples([[_example("obama-1.jpg"), _example("obama-2.jpg")],
-                                      [_example("obama-1.jpg"), _example("biden.jpg")]],
-                                     inputs=[photo_a, photo_b], outputs=check_outputs, fn=check, cache_examples=True,
-                                     cache_mode="lazy", label="Try an example",
-                                     example_labels=["Two photos of Obama", "Obama and Biden"])
+        check_examples = _examples(check_btn, check_status,
+                                   [[_example("obama-1.jpg"), _example("obama-2.jpg")],
+                                    [_example("obama-1.jpg"), _example("biden.jpg")]],
+                                   inputs=[photo_a, photo_b], outputs=check_outputs, fn=check,
+                                   label="Try an example", example_labels=["Two photos of Obama", "Obama and Biden"])
         for c in check_outputs:
             c.render()
         _wire(check_btn, check_status, check, [photo_a, photo_b], check_outputs, "check", "check", check_examples,
               validator=validate_check)
         for photo, view in ((photo_a, view_a), (photo_b, view_b)):
             shown = photo.change(_preview_for("check"), photo, view, api_name=False, show_progress_on=check_status)
-            shown.failure(_done("check"), None, [check_btn, check_status], queue=False, api_name=False)
+            shown.failure(_error_line("check"), None, check_status, queue=False, api_name=False)
             shown.success(lambda: "", None, check_status, queue=False, api_name=False)
 
 

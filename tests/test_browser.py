@@ -209,25 +209,33 @@ def _wait_button_cycle(pg, button) -> None:
     pg.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
 
 
-# Records, from before a click, whether the button was ever disabled and the examples ever greyed
-# out (app.BUSY), however briefly: an example already cached runs for a few milliseconds only.
+# Records, from before a click, whether the button was ever disabled and the clicked example's
+# block ever hidden (app.BUSY), however briefly (an example already cached runs for a few
+# milliseconds), and whether the button came back before the run's result was in its tab.
 WATCH_RUN = """
-(b) => {
-  const seen = window.__fpRun = {disabled: false, busy: false};
-  const look = () => { seen.disabled ||= b.disabled; seen.busy ||= !!document.querySelector('.fp-busy'); };
+([b, ex, result]) => {
+  const seen = window.__fpRun = {disabled: false, busy: false, early: false};
+  const tab = ex.closest('[role=tabpanel]') || document.body;
+  const look = () => {
+    seen.busy ||= !!ex.closest('.fp-busy');
+    if (b.disabled) seen.disabled = true;
+    else if (seen.disabled && !tab.textContent.includes(result)) seen.early = true;
+  };
   new MutationObserver(look).observe(document.body, {subtree: true, attributes: true,
                                                      attributeFilter: ['class', 'disabled']});
 }
 """
 
 
-def _example_runs_alone(pg, label: str, button) -> None:
+def _example_runs_alone(pg, label: str, button, result: str) -> None:
     """Click the example ``label``: while it runs, its tab's button is disabled and the examples
-    are greyed out; at the end both are usable again."""
-    pg.evaluate(WATCH_RUN, button.element_handle())
-    pg.get_by_text(label).click()
+    are hidden; the button comes back only once ``result`` is in the tab, and the examples too."""
+    example = pg.get_by_text(label)
+    pg.evaluate(WATCH_RUN, [button.element_handle(), example.element_handle(), result])
+    example.click()
     pg.wait_for_function("(b) => window.__fpRun.disabled && window.__fpRun.busy && !b.disabled"
                          " && !document.querySelector('.fp-busy')", arg=button.element_handle())
+    assert not pg.evaluate("window.__fpRun.early"), f"{label}: the button came back before the result"
 
 
 def _phone_check(pg, name: str) -> None:
@@ -308,7 +316,8 @@ def test_protect_an_example_then_apply_its_downloaded_mask_and_download_the_zip(
 
     page.get_by_role("tab", name="Protect my face").click()
     # its first click runs protect (the examples are cached lazily): the button waits for it
-    _example_runs_alone(page, "Obama, attack both", page.get_by_role("button", name="Protect", exact=True))
+    _example_runs_alone(page, "Obama, attack both", page.get_by_role("button", name="Protect", exact=True),
+                        "never-attacked recognizers still match you")
     verdict = page.get_by_text("never-attacked recognizers still match you")
     verdict.wait_for()
     assert re.match(r"On your selfie, compared with its own protected copy: [0-2] of 2 attacked and [01] of 1 "
@@ -377,13 +386,13 @@ def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_
     button.click()
     page.wait_for_function("(b) => b.disabled", arg=button.element_handle(), timeout=10_000)
     page.get_by_text("Optimising the mask").first.wait_for(timeout=60_000)  # the progress text
-    # meanwhile the examples are greyed out, and a click on one is refused (it would load its
-    # outputs over this run's)
+    # meanwhile the examples are hidden (they would load their outputs over this run's): the
+    # browser finds nothing there to click
     examples = page.locator(".fp-busy").filter(has_text="Obama, attack dlib only")
     assert examples.count() == 1
-    assert examples.evaluate("(e) => getComputedStyle(e).pointerEvents") == "none"
-    with pytest.raises(playwright.TimeoutError):  # the browser finds nothing there to click
-        examples.get_by_text("Obama, attack dlib only").click(timeout=2_000)
+    assert not examples.get_by_text("Obama, attack dlib only").is_visible()
+    with pytest.raises(playwright.TimeoutError):
+        examples.get_by_text("Obama, attack dlib only").click(timeout=1_000)
     page.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
     assert page.locator(".fp-busy").count() == 0
     assert page.get_by_text("never-attacked recognizers still match you").first.is_visible()
@@ -393,7 +402,8 @@ def test_the_protect_button_is_disabled_while_it_runs_and_progress_shows_beside_
 
 def test_apply_the_example_mask_to_two_photos(page):
     page.get_by_role("tab", name="Apply my mask").click()
-    _example_runs_alone(page, "Obama's mask on two photos", page.get_by_role("button", name="Apply", exact=True))
+    _example_runs_alone(page, "Obama's mask on two photos", page.get_by_role("button", name="Apply", exact=True),
+                        "Mask applied to 2 of 2 photo(s).")
     page.get_by_text("On obama-1.jpg, compared with its own protected copy:").wait_for()
     assert page.get_by_text("On obama-2.jpg, compared with its own protected copy:").is_visible()
     assert page.get_by_text("Mask applied to 2 of 2 photo(s).").is_visible()
@@ -402,7 +412,8 @@ def test_apply_the_example_mask_to_two_photos(page):
 
 def test_check_two_people(page):
     page.get_by_role("tab", name="Check").click()
-    _example_runs_alone(page, "Obama and Biden", page.get_by_role("button", name="Compare", exact=True))
+    _example_runs_alone(page, "Obama and Biden", page.get_by_role("button", name="Compare", exact=True),
+                        "recognizers say these show the same person")
     line = page.get_by_text("recognizers say these show the same person")
     line.wait_for()
     assert "obama-1.jpg and biden.jpg: 0 of 3" in line.inner_text()
@@ -430,7 +441,8 @@ def test_disguise_the_example_then_a_photo_with_a_blend_target(page, tmp_path):
     options = page.get_by_role("option").all_inner_texts()  # the chosen one is ticked: "✓\nwarp"
     assert [o.split()[-1] for o in options] == ["warp"], options
     engine.press("Escape")
-    _example_runs_alone(page, "Obama, happy, hide", page.get_by_role("button", name="Disguise", exact=True))
+    _example_runs_alone(page, "Obama, happy, hide", page.get_by_role("button", name="Disguise", exact=True),
+                        "compared with its disguised copy")
     line = page.get_by_text(re.compile(r"On obama-2\.jpg, compared with its disguised copy: [0-2] of 2 attacked "
                                        r"and [01] of 1 never-attacked recognizers still match you\."))
     line.wait_for(timeout=120_000)
