@@ -761,10 +761,10 @@ def _idle(tab: str):
 def _examples(button, status, examples: list, **kwargs) -> gr.Examples:
     """``gr.Examples`` (cached lazily: an example's first click runs the tab's function) whose
     click first disables ``button``, hides the examples and clears the last results, as the
-    button's click does. The browser runs a trigger's listeners
-    in the order they were added, each after the last one's reply, so this step is added before
-    gradio's own (made by ``create``, which ``gr.Examples`` would call at once): it is done before
-    the example runs, and :func:`_wire`'s last step, which follows the run, undoes it."""
+    button's click does. The browser runs a trigger's listeners in the order they were added, each
+    after the last one's reply, so this step is added before gradio's own (made by ``create``,
+    which ``gr.Examples`` would call at once): it is done before the example runs, and
+    :func:`_wire`'s last step, which follows the run, undoes it."""
     made = gr.helpers.Examples(examples, cache_examples=True, cache_mode="lazy", _initiated_directly=False,
                                **kwargs)
     made.dataset.click(_busy_clearing(len(made.outputs)), None, [button, made.dataset, status, *made.outputs],
